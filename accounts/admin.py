@@ -1,0 +1,96 @@
+from django import forms
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import Business, Membership, User
+from accounts.phones import InvalidPhone, normalize_phone
+
+
+class PhoneFormMixin:
+    def clean_phone(self):
+        phone = self.cleaned_data.get("phone")
+        if not phone:
+            return None
+        try:
+            return normalize_phone(phone)
+        except InvalidPhone as exc:
+            raise forms.ValidationError(exc.message) from exc
+
+
+class UserCreationForm(PhoneFormMixin, forms.ModelForm):
+    password = forms.CharField(
+        label=_("Password"),
+        widget=forms.PasswordInput,
+        required=False,
+        help_text=_("Only staff who log in to the admin need one; customers log in with SMS codes."),
+    )
+
+    class Meta:
+        model = User
+        fields = ("phone", "first_name", "last_name", "email", "is_staff")
+
+    def save(self, commit=True):
+        user = super().save(commit=False)
+        if self.cleaned_data.get("password"):
+            user.set_password(self.cleaned_data["password"])
+        else:
+            user.set_unusable_password()
+        if commit:
+            user.save()
+        return user
+
+
+class UserChangeForm(PhoneFormMixin, forms.ModelForm):
+    class Meta:
+        model = User
+        fields = "__all__"
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user", "business"]
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    form = UserChangeForm
+    add_form = UserCreationForm
+    ordering = ["-date_joined"]
+    list_display = ["phone", "first_name", "last_name", "email", "is_staff", "is_active", "date_joined"]
+    list_filter = ["is_staff", "is_superuser", "is_active", "marketing_consent", "memberships__role"]
+    search_fields = ["phone", "first_name", "last_name", "email"]
+    readonly_fields = ["id", "date_joined", "last_login", "marketing_consent_at", "deleted_at"]
+    inlines = [MembershipInline]
+    fieldsets = (
+        (None, {"fields": ("id", "phone", "password")}),
+        (_("Personal data"), {"fields": ("first_name", "last_name", "email", "birth_date")}),
+        (_("Consent"), {"fields": ("marketing_consent", "marketing_consent_at")}),
+        (
+            _("Access"),
+            {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
+        ),
+        (_("Dates"), {"fields": ("date_joined", "last_login", "deleted_at")}),
+    )
+    add_fieldsets = ((None, {"classes": ("wide",), "fields": ("phone", "first_name", "last_name", "email", "is_staff", "password")}),)
+    filter_horizontal = ("groups", "user_permissions")
+
+
+@admin.register(Business)
+class BusinessAdmin(admin.ModelAdmin):
+    list_display = ["name", "category", "address", "time_zone", "is_active", "created_at"]
+    list_filter = ["category", "is_active", "time_zone"]
+    search_fields = ["name", "slug", "address"]
+    prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ["id", "created_at"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "business", "role", "created_at"]
+    list_filter = ["role", "business__category", "business"]
+    search_fields = ["user__phone", "user__first_name", "user__last_name", "business__name"]
+    autocomplete_fields = ["user", "business"]
+    list_select_related = ["user", "business"]

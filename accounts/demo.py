@@ -1,0 +1,82 @@
+"""Demo data of the accounts app: partner businesses of one city, their staff, customers.
+
+Every row is keyed by a natural key (slug, phone), so seeding twice changes nothing."""
+
+import random
+from datetime import date
+from decimal import Decimal
+
+from django.db import transaction
+
+from accounts.models import Business, Membership, User
+
+BUSINESSES = [
+    # slug, name, category, address, latitude, longitude
+    ("zerno-coffee", "Кофейня «Зерно»", Business.Category.CAFE, "ул. Кирова, 10", "57.626559", "39.893813"),
+    ("len-salon", "Салон красоты «Лён»", Business.Category.BEAUTY, "ул. Свободы, 24", "57.624210", "39.884120"),
+    ("dental-plus", "Клиника «Дентал Плюс»", Business.Category.CLINIC, "пр. Ленина, 31", "57.637810", "39.869980"),
+    ("asana-yoga", "Студия йоги «Асана»", Business.Category.FITNESS, "ул. Республиканская, 3", "57.628900", "39.877300"),
+    ("pereplet-books", "Книжная лавка «Переплёт»", Business.Category.SHOP, "ул. Большая Октябрьская, 7", "57.631400", "39.880500"),
+    ("volga-bistro", "Бистро «Волга»", Business.Category.RESTAURANT, "Волжская наб., 15", "57.629700", "39.901200"),
+]
+
+FIRST_NAMES = ["Анна", "Мария", "Елена", "Ольга", "Дарья", "Иван", "Алексей", "Дмитрий", "Сергей", "Никита"]
+LAST_NAMES = ["Иванова", "Смирнова", "Кузнецова", "Попова", "Соколова", "Иванов", "Смирнов", "Кузнецов", "Попов", "Соколов"]
+
+ADMIN_PHONE_DEFAULT = "+79990000001"
+CUSTOMER_COUNT = 40
+
+
+def staff_phone(business_index: int, role_index: int) -> str:
+    return f"+7999200{business_index:02d}{role_index:02d}"
+
+
+def customer_phone(index: int) -> str:
+    return f"+7999100{index:04d}"
+
+
+@transaction.atomic
+def seed_accounts(*, admin_phone: str, admin_password: str) -> dict:
+    """Create or refresh the demo admin, businesses, their owners and cashiers, and customers."""
+    rng = random.Random(20261126)
+    admin, _ = User.objects.get_or_create(
+        phone=admin_phone, defaults={"first_name": "Админ", "last_name": "Круга", "is_staff": True, "is_superuser": True}
+    )
+    admin.is_staff = admin.is_superuser = admin.is_active = True
+    admin.set_password(admin_password)
+    admin.save()
+
+    businesses = []
+    for index, (slug, name, category, address, lat, lon) in enumerate(BUSINESSES, start=1):
+        business, _ = Business.objects.update_or_create(
+            slug=slug,
+            defaults={
+                "name": name,
+                "category": category,
+                "address": f"Ярославль, {address}",
+                "latitude": Decimal(lat),
+                "longitude": Decimal(lon),
+                "time_zone": "Europe/Moscow",
+                "is_active": True,
+            },
+        )
+        businesses.append(business)
+        for role_index, role in enumerate([Membership.Role.OWNER, Membership.Role.MANAGER, Membership.Role.CASHIER], 1):
+            person, _ = User.objects.get_or_create(
+                phone=staff_phone(index, role_index),
+                defaults={"first_name": rng.choice(FIRST_NAMES), "last_name": rng.choice(LAST_NAMES)},
+            )
+            Membership.objects.update_or_create(user=person, business=business, defaults={"role": role})
+
+    for index in range(1, CUSTOMER_COUNT + 1):
+        birth = date(rng.randint(1960, 2005), rng.randint(1, 12), rng.randint(1, 28))
+        User.objects.get_or_create(
+            phone=customer_phone(index),
+            defaults={
+                "first_name": rng.choice(FIRST_NAMES),
+                "last_name": rng.choice(LAST_NAMES),
+                "birth_date": birth if index % 3 else None,
+                "marketing_consent": index % 2 == 0,
+            },
+        )
+    return {"admin": admin, "businesses": businesses}

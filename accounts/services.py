@@ -1,0 +1,446 @@
+"""The Auth service: phone login with an SMS code, JWT pairs, logout, the customer's profile.
+
+The catalogue's functions keep their names: `send_otp_code`, `verify_otp_code`,
+`refresh_access_token`, `revoke_token`.
+
+Codes live only in the cache (Redis in production), as an HMAC of the code keyed with the
+project's secret. Every state change of a code is an atomic cache operation (`add`,
+`incr`), so the rules hold across processes: at most OTP_MAX_ATTEMPTS guesses are ever
+compared, and one right code logs in once.
+"""
+
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from rest_framework import status
+from rest_framework_simplejwt.exceptions import TokenBackendError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.state import token_backend
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from accounts.models import User
+from accounts.phones import PhoneCountryNotAllowed, mask_phone, normalize_phone, phone_region
+from svoykrug.exceptions import DomainError
+
+logger = logging.getLogger(__name__)
+
+CodeId = str
+
+
+# --- Errors -----------------------------------------------------------------------------
+
+
+class RateLimited(DomainError):
+    code = "rate_limited"
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    message = _("Too many requests. Try again later.")
+
+    def __init__(self, message=None, *, retry_after: int):
+        retry_after = max(1, int(retry_after))
+        super().__init__(message, extra={"retry_after": retry_after}, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
+class ResendTooSoon(RateLimited):
+    code = "otp_resend_too_soon"
+    message = _("A code was sent a moment ago. Wait before asking for a new one.")
+
+
+class PhoneDailyLimit(RateLimited):
+    code = "otp_phone_limit"
+    message = _("Too many codes for this phone number today. Try again later.")
+
+
+class ClientHourlyLimit(RateLimited):
+    code = "otp_client_limit"
+    message = _("Too many codes requested from this network. Try again later.")
+
+
+class SmsNotSent(DomainError):
+    code = "sms_unavailable"
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    message = _("We could not send the SMS right now. Try again in a minute.")
+
+
+class PhoneUnreachable(DomainError):
+    code = "phone_unreachable"
+    message = _("SMS cannot be delivered to this number.")
+
+
+class CodeNotFound(DomainError):
+    code = "otp_not_found"
+    message = _("This code request is unknown. Ask for a new code.")
+
+
+class CodeExpired(DomainError):
+    code = "otp_expired"
+    message = _("The code has expired. Ask for a new one.")
+
+
+class CodeAlreadyUsed(DomainError):
+    code = "otp_used"
+    message = _("This code has already been used. Ask for a new one.")
+
+
+class CodeAttemptsExhausted(DomainError):
+    code = "otp_attempts_exhausted"
+    message = _("Too many wrong codes. Ask for a new one.")
+
+
+class CodeInvalid(DomainError):
+    code = "otp_invalid"
+    message = _("The code is wrong.")
+
+    def __init__(self, *, attempts_left: int):
+        super().__init__(extra={"attempts_left": attempts_left})
+        self.attempts_left = attempts_left
+
+
+class AccountDisabled(DomainError):
+    code = "account_disabled"
+    status_code = status.HTTP_403_FORBIDDEN
+    message = _("This account is disabled. Contact support.")
+
+
+class TokenInvalid(DomainError):
+    code = "token_invalid"
+    status_code = status.HTTP_401_UNAUTHORIZED
+    message = _("The token is invalid, expired or already used. Log in again.")
+
+
+# --- Results ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OtpChallenge:
+    code_id: CodeId
+    expires_in: int
+    resend_in: int
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access: str
+    refresh: str
+    user: User
+    is_new: bool
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A fresh access token and, as refresh tokens rotate, the refresh token that replaces the used one."""
+
+    access: str
+    refresh: str
+
+
+# --- OTP codes --------------------------------------------------------------------------
+
+_CODE_KEY = "otp:code:{code_id}"
+_ATTEMPTS_KEY = "otp:attempts:{code_id}"
+_USED_KEY = "otp:used:{code_id}"
+_COOLDOWN_KEY = "otp:cooldown:{phone}"
+_PHONE_DAY_KEY = "otp:phone-day:{phone}"
+_CLIENT_HOUR_KEY = "otp:client-hour:{client}"
+
+
+def _code_hash(code_id: str, code: str) -> str:
+    key = hashlib.sha256(f"otp:{settings.SECRET_KEY}".encode()).digest()
+    return hmac.new(key, f"{code_id}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+def _review_code(phone: str) -> str | None:
+    """The fixed code of an app-store review phone, or None for everyone else."""
+    for raw_phone, code in settings.OTP_REVIEW_PHONES.items():
+        try:
+            if normalize_phone(raw_phone) == phone:
+                return code
+        except DomainError:
+            logger.warning("OTP_REVIEW_PHONES holds an invalid phone number; it is ignored.")
+    return None
+
+
+def _count_in_window(key: str, window_seconds: int) -> tuple[int, int]:
+    """Count one more event in a fixed window that opens at the first event.
+
+    Returns (events in the window including this one, seconds until the window closes).
+    The window's start is the stored value's companion key, so the answer to "when may I
+    try again" is exact, not a guess."""
+    now = time.time()
+    cache.add(f"{key}:start", now, window_seconds)
+    cache.add(key, 0, window_seconds)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # the window closed between add and incr
+        cache.add(key, 0, window_seconds)
+        count = cache.incr(key)
+    started = cache.get(f"{key}:start") or now
+    return count, math.ceil(started + window_seconds - now)
+
+
+def client_ip(request) -> str:
+    """The client's address, taking TRUSTED_PROXY_COUNT reverse proxies into account."""
+    remote = request.META.get("REMOTE_ADDR", "") or "unknown"
+    proxies = settings.TRUSTED_PROXY_COUNT
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if proxies and forwarded:
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-min(proxies, len(hops))]
+    return remote
+
+
+def send_otp_code(phone: str, *, client: str = "unknown") -> OtpChallenge:
+    """Send a one-time login code by SMS to `phone` and return the id to verify it with.
+
+    The answer is the same whether or not the phone has an account. Refused with a 400
+    before any SMS for invalid numbers and countries outside OTP_ALLOWED_COUNTRIES; with a
+    429 and Retry-After within OTP_RESEND_COOLDOWN_SECONDS of the last code, past
+    OTP_MAX_PER_PHONE_PER_DAY codes per phone or OTP_MAX_PER_IP_PER_HOUR per client."""
+    phone = normalize_phone(phone)
+    review_code = _review_code(phone)
+    if review_code is None and phone_region(phone) not in settings.OTP_ALLOWED_COUNTRIES:
+        raise PhoneCountryNotAllowed()
+
+    client_count, client_window_left = _count_in_window(_CLIENT_HOUR_KEY.format(client=client), 3600)
+    if client_count > settings.OTP_MAX_PER_IP_PER_HOUR:
+        raise ClientHourlyLimit(retry_after=client_window_left)
+
+    cooldown = settings.OTP_RESEND_COOLDOWN_SECONDS
+    if review_code is None:
+        cooldown_key = _COOLDOWN_KEY.format(phone=phone)
+        if not cache.add(cooldown_key, time.time(), cooldown):
+            sent_at = cache.get(cooldown_key) or time.time()
+            raise ResendTooSoon(retry_after=math.ceil(sent_at + cooldown - time.time()))
+        phone_count, phone_window_left = _count_in_window(_PHONE_DAY_KEY.format(phone=phone), 86400)
+        if phone_count > settings.OTP_MAX_PER_PHONE_PER_DAY:
+            raise PhoneDailyLimit(retry_after=phone_window_left)
+
+    code_id = uuid.uuid4().hex
+    code = review_code or "".join(secrets.choice("0123456789") for _ in range(settings.OTP_CODE_DIGITS))
+    ttl = settings.OTP_CODE_TTL_SECONDS
+    keep = ttl + settings.OTP_TOMBSTONE_SECONDS
+    record = {"phone": phone, "hash": _code_hash(code_id, code), "expires_at": time.time() + ttl}
+    cache.set(_CODE_KEY.format(code_id=code_id), record, keep)
+    cache.set(_ATTEMPTS_KEY.format(code_id=code_id), 0, keep)
+
+    if review_code is None:
+        _deliver_code(phone=phone, code=code, code_id=code_id)
+    else:
+        logger.info("OTP for review phone %s issued without SMS", mask_phone(phone))
+    return OtpChallenge(code_id=code_id, expires_in=ttl, resend_in=cooldown)
+
+
+def _deliver_code(*, phone: str, code: str, code_id: str) -> None:
+    from notifications.channels.sms import SmsError, SmsRecipientError
+    from notifications.services import deliver_sms
+
+    message = _("Svoy Krug code: %(code)s. Do not tell it to anyone.") % {"code": code}
+    try:
+        deliver_sms(phone, str(message), purpose="login_code")
+    except SmsError as exc:
+        # The code never reached the person: forget it and let them ask again at once.
+        cache.delete_many(
+            [_CODE_KEY.format(code_id=code_id), _ATTEMPTS_KEY.format(code_id=code_id), _COOLDOWN_KEY.format(phone=phone)]
+        )
+        logger.warning("Login code SMS to %s failed: %s", mask_phone(phone), exc)
+        if isinstance(exc, SmsRecipientError):
+            raise PhoneUnreachable() from exc
+        raise SmsNotSent() from exc
+
+
+def _check_code(code_id: str, code: str) -> str:
+    """Check a code and consume it; return the phone it was sent to, or raise why not."""
+    if not isinstance(code_id, str) or not code_id.isalnum() or len(code_id) > 64:
+        raise CodeNotFound()
+    record = cache.get(_CODE_KEY.format(code_id=code_id))
+    if record is None:
+        raise CodeNotFound()
+    if cache.get(_USED_KEY.format(code_id=code_id)):
+        raise CodeAlreadyUsed()
+    if time.time() >= record["expires_at"]:
+        raise CodeExpired()
+    try:
+        # Every guess is counted before it is compared, so parallel guesses cannot
+        # slip past the limit.
+        attempt = cache.incr(_ATTEMPTS_KEY.format(code_id=code_id))
+    except ValueError:
+        raise CodeExpired() from None
+    if attempt > settings.OTP_MAX_ATTEMPTS:
+        raise CodeAttemptsExhausted()
+    if not hmac.compare_digest(record["hash"], _code_hash(code_id, str(code))):
+        attempts_left = settings.OTP_MAX_ATTEMPTS - attempt
+        if attempts_left <= 0:
+            raise CodeAttemptsExhausted()
+        raise CodeInvalid(attempts_left=attempts_left)
+    remaining = max(1, math.ceil(record["expires_at"] - time.time()) + settings.OTP_TOMBSTONE_SECONDS)
+    if not cache.add(_USED_KEY.format(code_id=code_id), 1, remaining):
+        raise CodeAlreadyUsed()
+    return record["phone"]
+
+
+def verify_otp_code(code_id: CodeId, code: str) -> Tokens:
+    """Exchange a right code for a JWT pair; the first login with a phone creates its account.
+
+    A code dies after OTP_MAX_ATTEMPTS wrong tries, after OTP_CODE_TTL_SECONDS, or after
+    one successful use; two parallel verifies of one right code give one success."""
+    phone = _check_code(code_id, code)
+    user, is_new = _get_or_create_customer(phone)
+    if not user.is_active:
+        raise AccountDisabled()
+    return _issue_tokens(user, is_new=is_new)
+
+
+def _get_or_create_customer(phone: str) -> tuple[User, bool]:
+    try:
+        return User.objects.get(phone=phone), False
+    except User.DoesNotExist:
+        pass
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(phone=phone), True
+    except IntegrityError:
+        # Another request created it a moment ago (the same person on two devices).
+        return User.objects.get(phone=phone), False
+
+
+# --- Tokens -----------------------------------------------------------------------------
+
+
+def _issue_tokens(user: User, *, is_new: bool = False) -> Tokens:
+    refresh = RefreshToken.for_user(user)  # records the token as outstanding
+    return Tokens(access=str(refresh.access_token), refresh=str(refresh), user=user, is_new=is_new)
+
+
+def _decode_refresh(token: str) -> dict:
+    """Check a refresh token's signature, expiry and type; the blacklist is not consulted
+    here, as the consume below is what decides whether a token is still good."""
+    if not isinstance(token, str) or not token or len(token) > 4096:
+        raise TokenInvalid()
+    try:
+        payload = token_backend.decode(token, verify=True)
+    except TokenBackendError as exc:
+        raise TokenInvalid() from exc
+    if payload.get(jwt_settings.TOKEN_TYPE_CLAIM) != "refresh" or not payload.get(jwt_settings.JTI_CLAIM):
+        raise TokenInvalid()
+    return payload
+
+
+def _consume_refresh(payload: dict) -> OutstandingToken:
+    """Blacklist a refresh token exactly once: the blacklist's unique key on the token decides.
+
+    Stock simplejwt checks, then blacklists with get_or_create, so parallel refreshes
+    with one token all pass the check. Here the INSERT itself is the check."""
+    jti = payload[jwt_settings.JTI_CLAIM]
+    outstanding = OutstandingToken.objects.filter(jti=jti).select_related("user").first()
+    if outstanding is None:
+        raise TokenInvalid()
+    try:
+        with transaction.atomic():
+            BlacklistedToken.objects.create(token=outstanding)
+    except IntegrityError:
+        raise TokenInvalid() from None
+    return outstanding
+
+
+def refresh_access_token(refresh_token: str) -> AccessToken:
+    """Trade a refresh token for a new pair. A refresh token works once: it is blacklisted
+    as it is used, atomically, so of parallel refreshes with one token exactly one wins."""
+    outstanding = _consume_refresh(_decode_refresh(refresh_token))
+    user = outstanding.user
+    if user is None or not user.is_active:
+        raise TokenInvalid()
+    tokens = _issue_tokens(user)
+    return AccessToken(access=tokens.access, refresh=tokens.refresh)
+
+
+def revoke_token(token: str, *, user: User | None = None) -> bool:
+    """Blacklist a refresh token (logout). True if this call revoked it, False if it was
+    already revoked. With `user`, a token of somebody else is refused as invalid."""
+    payload = _decode_refresh(token)
+    outstanding = OutstandingToken.objects.filter(jti=payload[jwt_settings.JTI_CLAIM]).first()
+    if outstanding is None or (user is not None and outstanding.user_id != user.pk):
+        raise TokenInvalid()
+    _, created = BlacklistedToken.objects.get_or_create(token=outstanding)
+    return created
+
+
+@transaction.atomic
+def revoke_all_tokens(user: User) -> int:
+    """Log out everywhere: every refresh token of the user is blacklisted and every access
+    token issued until now stops working. Returns how many refresh tokens were revoked."""
+    now = timezone.now()
+    User.objects.filter(pk=user.pk).update(tokens_valid_after=now)
+    user.tokens_valid_after = now
+    live = OutstandingToken.objects.filter(user=user, blacklistedtoken__isnull=True)
+    revoked = BlacklistedToken.objects.bulk_create(
+        [BlacklistedToken(token=token) for token in live], ignore_conflicts=True
+    )
+    return len(revoked)
+
+
+def access_token_revoked(user: User, issued_at: datetime) -> bool:
+    """Whether an access token issued at `issued_at` was revoked by logout-everywhere."""
+    valid_after = user.tokens_valid_after
+    return valid_after is not None and issued_at < valid_after.replace(microsecond=0)
+
+
+# --- Profile ----------------------------------------------------------------------------
+
+PROFILE_FIELDS = ("first_name", "last_name", "email", "birth_date", "marketing_consent")
+
+
+@transaction.atomic
+def update_profile(*, user: User, **changes) -> User:
+    """Change the customer's own profile. Consent changes are stamped with their time."""
+    unknown = set(changes) - set(PROFILE_FIELDS)
+    if unknown:
+        raise ValueError(f"Not profile fields: {sorted(unknown)}")
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if "marketing_consent" in changes and changes["marketing_consent"] != user.marketing_consent:
+        user.marketing_consent_at = timezone.now()
+    for field, value in changes.items():
+        setattr(user, field, value)
+    user.save(update_fields=[*changes, "marketing_consent_at"])
+    return user
+
+
+@transaction.atomic
+def close_account(*, user: User) -> User:
+    """Close the account as app stores require: personal data is wiped, every token is
+    revoked, and the row stays so that purchases and the bonus ledger keep their owner."""
+    user = User.objects.select_for_update().get(pk=user.pk)
+    logger.info("Closing account %s (%s)", user.pk, mask_phone(user.phone))
+    user.phone = None
+    user.first_name = ""
+    user.last_name = ""
+    user.email = ""
+    user.birth_date = None
+    user.marketing_consent = False
+    user.marketing_consent_at = timezone.now()
+    user.is_active = False
+    user.deleted_at = timezone.now()
+    user.set_unusable_password()
+    user.save()
+    revoke_all_tokens(user)
+    return user
+
+
+def flush_expired_tokens() -> int:
+    """Delete refresh tokens past their expiry with their blacklist rows: they can no longer
+    be used anyway, and the table grows by one row per login. Returns the rows deleted."""
+    deleted, _ = OutstandingToken.objects.filter(expires_at__lt=timezone.now()).delete()
+    return deleted

@@ -1,0 +1,24 @@
+from django.apps import AppConfig
+from django.conf import settings
+from django.core import checks
+
+
+class NotificationsConfig(AppConfig):
+    name = "notifications"
+    verbose_name = "Notifications"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        checks.register(check_sms_configured, checks.Tags.security)
+
+
+def check_sms_configured(app_configs, **kwargs):
+    if settings.DEBUG or settings.SMSRU_API_ID:
+        return []
+    return [
+        checks.Warning(
+            "SMSRU_API_ID is not set: login codes are written to the log instead of being sent by SMS.",
+            hint="Set SMSRU_API_ID in production.",
+            id="notifications.W001",
+        )
+    ]

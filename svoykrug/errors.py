@@ -1,0 +1,114 @@
+"""One error shape for every door: {"error": {"code", "message", "fields"?}}.
+
+Domain code raises subclasses of `svoykrug.exceptions.DomainError`; DRF's own exceptions
+(validation, authentication, throttling, parsing) are mapped to the same shape here, and
+the 400/404/500 handlers answer API paths in JSON too.
+"""
+
+import logging
+
+from django.http import Http404, JsonResponse
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from svoykrug.exceptions import DomainError, error_body
+
+logger = logging.getLogger(__name__)
+
+
+def _flatten_fields(detail) -> dict:
+    """DRF's nested ValidationError detail → {"field": ["message", ...]} with dotted paths."""
+    fields: dict[str, list[str]] = {}
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            if all(not isinstance(item, dict | list) for item in node):
+                fields.setdefault(path or "non_field_errors", []).extend(str(item) for item in node)
+            else:
+                for index, item in enumerate(node):
+                    walk(item, f"{path}.{index}" if path else str(index))
+        else:
+            fields.setdefault(path or "non_field_errors", []).append(str(node))
+
+    walk(detail, "")
+    return fields
+
+
+_DRF_CODES = {
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.ParseError: "malformed_request",
+    exceptions.Throttled: "rate_limited",
+}
+
+
+def api_exception_handler(exc, context):
+    """DRF's EXCEPTION_HANDLER: every error leaves in the one shape."""
+    if isinstance(exc, DomainError):
+        response = Response(exc.as_body(), status=exc.status_code)
+        for header, value in exc.headers.items():
+            response[header] = value
+        return response
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # an unexpected exception: Django's 500 handler logs it and answers
+
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _flatten_fields(exc.detail)
+        non_field = fields.pop("non_field_errors", None)
+        message = non_field[0] if non_field else _("Some fields are not valid.")
+        response.data = error_body("invalid", message, fields=fields or None)
+        return response
+
+    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), None)
+    detail = getattr(exc, "detail", "")
+    if code is None:
+        code = getattr(detail, "code", None) or "error"
+    if isinstance(exc, exceptions.AuthenticationFailed | exceptions.NotAuthenticated) and isinstance(detail, dict):
+        # simplejwt puts its message under "detail" and its own code under "code".
+        code = str(detail.get("code") or code)
+        detail = detail.get("detail", detail)
+    extra = {}
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        extra["retry_after"] = int(exc.wait)
+    response.data = error_body(code, detail, extra=extra)
+    return response
+
+
+def _is_api_path(request) -> bool:
+    return request.path.startswith("/api/")
+
+
+def handler404(request, exception=None):
+    if _is_api_path(request):
+        return JsonResponse(error_body("not_found", _("Not found.")), status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception or Http404())
+
+
+def handler500(request):
+    if _is_api_path(request):
+        return JsonResponse(error_body("server_error", _("Something went wrong on our side.")), status=500)
+    from django.views.defaults import server_error
+
+    return server_error(request)
+
+
+def handler400(request, exception=None):
+    if _is_api_path(request):
+        return JsonResponse(error_body("bad_request", _("Bad request.")), status=400)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)

@@ -1,0 +1,256 @@
+"""Svoy Krug settings: one file, every value from an environment variable.
+
+Each variable has the embedded default of DESIGN.md ("Storage and services"): with
+nothing set the project runs on SQLite under var/, a local-memory cache, eager Celery
+tasks and console backends for SMS. Production sets DATABASE_URL, REDIS_URL,
+CLICKHOUSE_URL, DJANGO_SECRET_KEY and the providers' credentials. `.env.example` and
+the README list every variable.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+
+def env_positive_int(name: str, default: int) -> int:
+    """An integer limit that must be at least 1; a bad value stops start-up."""
+    value = env.int(name, default=default)
+    if value < 1:
+        raise ImproperlyConfigured(f"{name} must be a positive integer, got {value}.")
+    return value
+
+
+def env_phone_code_map(name: str) -> dict[str, str]:
+    """`+79990000000:123456,+79990000001:654321` → {phone: code}; the phones stay as written
+    here and are normalised by the accounts app, which owns phone parsing."""
+    mapping = {}
+    for item in env.list(name, default=[]):
+        phone, sep, code = item.partition(":")
+        if not sep or not phone.strip() or not code.strip().isdigit():
+            raise ImproperlyConfigured(f"{name}: expected PHONE:DIGITS pairs separated by commas, got {item!r}.")
+        mapping[phone.strip()] = code.strip()
+    return mapping
+
+
+# --- Core -----------------------------------------------------------------------------
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. Set DJANGO_SECRET_KEY to a long random string "
+            "(or set DJANGO_DEBUG=1 for local development)."
+        )
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if not DEBUG else ["*"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# How many reverse proxies stand in front of gunicorn: the client's IP is then taken from
+# X-Forwarded-For at that depth. 0 means REMOTE_ADDR is the client.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "accounts",
+    "loyalty",
+    "crosspromo",
+    "events",
+    "analytics",
+    "integrations",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "svoykrug.urls"
+WSGI_APPLICATION = "svoykrug.wsgi.application"
+AUTH_USER_MODEL = "accounts.User"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Storage --------------------------------------------------------------------------
+
+DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'svoykrug.sqlite3'}")
+DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Wait for a writer instead of failing with "database is locked" under parallel requests.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "svoykrug"}}
+
+# clickhouse://user:password@host:9000/database; empty means chDB in-process under var/.
+CLICKHOUSE_URL = env.str("CLICKHOUSE_URL", default="")
+HEALTHCHECK_TIMEOUT_SECONDS = env_positive_int("HEALTHCHECK_TIMEOUT_SECONDS", 3)
+
+# --- Celery ---------------------------------------------------------------------------
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+# Without a broker the tasks run in the calling process, so the embedded default works alone.
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "flush-expired-tokens": {
+        "task": "accounts.tasks.flush_expired_tokens",
+        "schedule": timedelta(hours=24),
+    },
+}
+
+# --- Auth: phone login ------------------------------------------------------------------
+
+PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="RU")
+# ISO 3166 regions whose numbers get an SMS code; other numbers get a 400 before any SMS.
+OTP_ALLOWED_COUNTRIES = [c.upper() for c in env.list("OTP_ALLOWED_COUNTRIES", default=["RU"])]
+OTP_CODE_DIGITS = env_positive_int("OTP_CODE_DIGITS", 6)
+OTP_CODE_TTL_SECONDS = env_positive_int("OTP_CODE_TTL_SECONDS", 300)
+OTP_MAX_ATTEMPTS = env_positive_int("OTP_MAX_ATTEMPTS", 5)
+OTP_RESEND_COOLDOWN_SECONDS = env_positive_int("OTP_RESEND_COOLDOWN_SECONDS", 60)
+OTP_MAX_PER_PHONE_PER_DAY = env_positive_int("OTP_MAX_PER_PHONE_PER_DAY", 5)
+OTP_MAX_PER_IP_PER_HOUR = env_positive_int("OTP_MAX_PER_IP_PER_HOUR", 10)
+# How long a used, expired or locked code is remembered, so that a late verify is told
+# why the code is dead instead of "unknown code".
+OTP_TOMBSTONE_SECONDS = env_positive_int("OTP_TOMBSTONE_SECONDS", 3600)
+# App-store review logins: PHONE:CODE pairs that log in with a fixed code and get no SMS.
+OTP_REVIEW_PHONES = env_phone_code_map("OTP_REVIEW_PHONES")
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_positive_int("JWT_ACCESS_TTL_MINUTES", 15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_positive_int("JWT_REFRESH_TTL_DAYS", 30)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "SIGNING_KEY": env.str("JWT_SIGNING_KEY", default=SECRET_KEY),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "user_id",
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- SMS ------------------------------------------------------------------------------
+
+SMSRU_API_ID = env.str("SMSRU_API_ID", default="")
+SMSRU_BASE_URL = env.str("SMSRU_BASE_URL", default="https://sms.ru").rstrip("/")
+SMSRU_SENDER = env.str("SMSRU_SENDER", default="")
+SMSRU_TEST_MODE = env.bool("SMSRU_TEST_MODE", default=False)
+SMSRU_CONNECT_TIMEOUT_SECONDS = env.float("SMSRU_CONNECT_TIMEOUT_SECONDS", default=3.0)
+SMSRU_READ_TIMEOUT_SECONDS = env.float("SMSRU_READ_TIMEOUT_SECONDS", default=10.0)
+
+# --- API ------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.JWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "svoykrug.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+if DEBUG:
+    REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Svoy Krug API",
+    "DESCRIPTION": (
+        "The mobile app's and the partners' API of Svoy Krug, a loyalty network of local "
+        "businesses. Errors share one shape: {\"error\": {\"code\", \"message\", \"fields\"}}."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- I18n, time, static -----------------------------------------------------------------
+
+LANGUAGE_CODE = "ru"
+LANGUAGES = [("ru", "Русский"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
+TIME_ZONE = "Europe/Moscow"
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+
+# --- Security ---------------------------------------------------------------------------
+
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Demo -------------------------------------------------------------------------------
+
+DEMO_ADMIN_PHONE = env.str("DEMO_ADMIN_PHONE", default="+79990000001")
+DEMO_ADMIN_PASSWORD = env.str("DEMO_ADMIN_PASSWORD", default="svoykrug-demo")
+
+# --- Logging ----------------------------------------------------------------------------
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

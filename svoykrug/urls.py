@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from svoykrug import health
+
+admin.site.site_header = "Svoy Krug"
+admin.site.site_title = "Svoy Krug admin"
+admin.site.index_title = "Operations"
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("accounts.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api-schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="api-schema", permission_classes=[]),
+        name="api-docs",
+    ),
+]
+
+handler400 = "svoykrug.errors.handler400"
+handler404 = "svoykrug.errors.handler404"
+handler500 = "svoykrug.errors.handler500"

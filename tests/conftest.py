@@ -1,0 +1,60 @@
+"""Shared fixtures. Service markers: `postgres` and `redis` tests skip where the service is
+absent, and fail instead under REQUIRE_SERVICES=1 (CI)."""
+
+import os
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def _missing(reason: str):
+    if REQUIRE_SERVICES:
+        pytest.fail(f"REQUIRE_SERVICES=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def redis_reachable() -> bool:
+    if not settings.REDIS_URL:
+        return False
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError:
+        return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _service_markers(request):
+    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
+        _missing("this test needs PostgreSQL: set DATABASE_URL=postgres://…")
+    if request.node.get_closest_marker("redis") and not redis_reachable():
+        _missing("this test needs Redis: set REDIS_URL=redis://… to a running server")
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def api_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
+def locmem_cache(settings):
+    """A process-local cache for tests that travel in time: Redis expires keys by its own
+    clock, which time_machine cannot move."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "time"}}
+    cache.clear()
+    return cache

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin
+from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.utils.translation import gettext_lazy as _
 
@@ -7,7 +8,10 @@ from accounts.models import Business, Membership, User
 from accounts.phones import InvalidPhone, normalize_phone
 
 
-class PhoneFormMixin:
+class PhoneFormMixin(forms.ModelForm):
+    # Wider than the stored E.164 value: staff type numbers with spaces and brackets.
+    phone = forms.CharField(label=_("phone"), max_length=32, required=False)
+
     def clean_phone(self):
         phone = self.cleaned_data.get("phone")
         if not phone:
@@ -18,7 +22,7 @@ class PhoneFormMixin:
             raise forms.ValidationError(exc.message) from exc
 
 
-class UserCreationForm(PhoneFormMixin, forms.ModelForm):
+class UserCreationForm(PhoneFormMixin):
     password = forms.CharField(
         label=_("Password"),
         widget=forms.PasswordInput,
@@ -29,6 +33,12 @@ class UserCreationForm(PhoneFormMixin, forms.ModelForm):
     class Meta:
         model = User
         fields = ("phone", "first_name", "last_name", "email", "is_staff")
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("phone") and "phone" not in self.errors:
+            self.add_error("phone", _("A new user needs a phone number."))
+        return cleaned
 
     def save(self, commit=True):
         user = super().save(commit=False)
@@ -41,10 +51,26 @@ class UserCreationForm(PhoneFormMixin, forms.ModelForm):
         return user
 
 
-class UserChangeForm(PhoneFormMixin, forms.ModelForm):
-    class Meta:
+class UserChangeForm(PhoneFormMixin, auth_forms.UserChangeForm):
+    """Django's change form (the password shows as a hash with a link to change it) with
+    the phone parsed as typed."""
+
+    class Meta(auth_forms.UserChangeForm.Meta):
         model = User
-        fields = "__all__"
+        fields = [
+            "phone",
+            "password",
+            "first_name",
+            "last_name",
+            "email",
+            "birth_date",
+            "marketing_consent",
+            "is_active",
+            "is_staff",
+            "is_superuser",
+            "groups",
+            "user_permissions",
+        ]
 
 
 class MembershipInline(admin.TabularInline):
@@ -73,7 +99,9 @@ class UserAdmin(DjangoUserAdmin):
         ),
         (_("Dates"), {"fields": ("date_joined", "last_login", "deleted_at")}),
     )
-    add_fieldsets = ((None, {"classes": ("wide",), "fields": ("phone", "first_name", "last_name", "email", "is_staff", "password")}),)
+    add_fieldsets = (
+        (None, {"classes": ("wide",), "fields": ("phone", "first_name", "last_name", "email", "is_staff", "password")}),
+    )
     filter_horizontal = ("groups", "user_permissions")
 
 

@@ -34,7 +34,9 @@ def error_response(description: str) -> OpenApiResponse:
 
 
 class OtpRequestSerializer(serializers.Serializer):
-    phone = serializers.CharField(max_length=32, help_text=_("Phone number; without a country code, Russia's is assumed."))
+    phone = serializers.CharField(
+        max_length=32, help_text=_("Phone number; without a country code, Russia's is assumed.")
+    )
 
 
 class OtpChallengeSerializer(serializers.Serializer):
@@ -45,7 +47,9 @@ class OtpChallengeSerializer(serializers.Serializer):
 
 class OtpVerifySerializer(serializers.Serializer):
     code_id = serializers.CharField(max_length=64)
-    code = serializers.RegexField(r"^\d{1,12}$", max_length=12, error_messages={"invalid": _("Enter the digits of the code.")})
+    code = serializers.RegexField(
+        r"^\d{1,12}$", max_length=12, error_messages={"invalid": _("Enter the digits of the code.")}
+    )
 
 
 class TokenUserSerializer(serializers.Serializer):

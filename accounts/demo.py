@@ -15,13 +15,38 @@ BUSINESSES = [
     ("zerno-coffee", "Кофейня «Зерно»", Business.Category.CAFE, "ул. Кирова, 10", "57.626559", "39.893813"),
     ("len-salon", "Салон красоты «Лён»", Business.Category.BEAUTY, "ул. Свободы, 24", "57.624210", "39.884120"),
     ("dental-plus", "Клиника «Дентал Плюс»", Business.Category.CLINIC, "пр. Ленина, 31", "57.637810", "39.869980"),
-    ("asana-yoga", "Студия йоги «Асана»", Business.Category.FITNESS, "ул. Республиканская, 3", "57.628900", "39.877300"),
-    ("pereplet-books", "Книжная лавка «Переплёт»", Business.Category.SHOP, "ул. Большая Октябрьская, 7", "57.631400", "39.880500"),
+    (
+        "asana-yoga",
+        "Студия йоги «Асана»",
+        Business.Category.FITNESS,
+        "ул. Республиканская, 3",
+        "57.628900",
+        "39.877300",
+    ),
+    (
+        "pereplet-books",
+        "Книжная лавка «Переплёт»",
+        Business.Category.SHOP,
+        "ул. Большая Октябрьская, 7",
+        "57.631400",
+        "39.880500",
+    ),
     ("volga-bistro", "Бистро «Волга»", Business.Category.RESTAURANT, "Волжская наб., 15", "57.629700", "39.901200"),
 ]
 
 FIRST_NAMES = ["Анна", "Мария", "Елена", "Ольга", "Дарья", "Иван", "Алексей", "Дмитрий", "Сергей", "Никита"]
-LAST_NAMES = ["Иванова", "Смирнова", "Кузнецова", "Попова", "Соколова", "Иванов", "Смирнов", "Кузнецов", "Попов", "Соколов"]
+LAST_NAMES = [
+    "Иванова",
+    "Смирнова",
+    "Кузнецова",
+    "Попова",
+    "Соколова",
+    "Иванов",
+    "Смирнов",
+    "Кузнецов",
+    "Попов",
+    "Соколов",
+]
 
 ADMIN_PHONE_DEFAULT = "+79990000001"
 CUSTOMER_COUNT = 40
@@ -40,7 +65,8 @@ def seed_accounts(*, admin_phone: str, admin_password: str) -> dict:
     """Create or refresh the demo admin, businesses, their owners and cashiers, and customers."""
     rng = random.Random(20261126)
     admin, _ = User.objects.get_or_create(
-        phone=admin_phone, defaults={"first_name": "Админ", "last_name": "Круга", "is_staff": True, "is_superuser": True}
+        phone=admin_phone,
+        defaults={"first_name": "Админ", "last_name": "Круга", "is_staff": True, "is_superuser": True},
     )
     admin.is_staff = admin.is_superuser = admin.is_active = True
     admin.set_password(admin_password)

@@ -1,5 +1,6 @@
 """People and places: customers and partner staff (`User`), partner businesses, and who works where."""
 
+import contextlib
 import uuid
 import zoneinfo
 
@@ -18,10 +19,8 @@ class UserManager(BaseUserManager):
 
     def get_by_natural_key(self, username):
         # The admin's login form passes the phone as typed; look it up the way it is stored.
-        try:
+        with contextlib.suppress(InvalidPhone):
             username = normalize_phone(username)
-        except InvalidPhone:
-            pass
         return self.get(**{self.model.USERNAME_FIELD: username})
 
     def create_user(self, phone, password=None, **extra_fields):

@@ -254,7 +254,11 @@ def _deliver_code(*, phone: str, code: str, code_id: str) -> None:
     except SmsError as exc:
         # The code never reached the person: forget it and let them ask again at once.
         cache.delete_many(
-            [_CODE_KEY.format(code_id=code_id), _ATTEMPTS_KEY.format(code_id=code_id), _COOLDOWN_KEY.format(phone=phone)]
+            [
+                _CODE_KEY.format(code_id=code_id),
+                _ATTEMPTS_KEY.format(code_id=code_id),
+                _COOLDOWN_KEY.format(phone=phone),
+            ]
         )
         logger.warning("Login code SMS to %s failed: %s", mask_phone(phone), exc)
         if isinstance(exc, SmsRecipientError):
@@ -409,6 +413,8 @@ def update_profile(*, user: User, **changes) -> User:
     unknown = set(changes) - set(PROFILE_FIELDS)
     if unknown:
         raise ValueError(f"Not profile fields: {sorted(unknown)}")
+    if changes.get("email"):
+        changes["email"] = User.objects.normalize_email(changes["email"])
     user = User.objects.select_for_update().get(pk=user.pk)
     if "marketing_consent" in changes and changes["marketing_consent"] != user.marketing_consent:
         user.marketing_consent_at = timezone.now()

@@ -9,7 +9,7 @@ import logging
 
 from django.http import Http404, JsonResponse
 from django.utils.translation import gettext_lazy as _
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 

@@ -29,5 +29,3 @@ def error_body(code: str, message, *, fields: dict | None = None, extra: dict | 
     if extra:
         error.update(extra)
     return {"error": error}
-
-

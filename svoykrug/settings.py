@@ -20,7 +20,10 @@ env = environ.Env()
 
 
 def env_positive_int(name: str, default: int) -> int:
-    """An integer limit that must be at least 1; a bad value stops start-up."""
+    """An integer limit that must be at least 1; a bad value stops start-up.
+
+    Throughout this file an empty variable counts as unset: `.env.example` lists every
+    variable, most of them empty."""
     value = env.int(name, default=default)
     if value < 1:
         raise ImproperlyConfigured(f"{name} must be a positive integer, got {value}.")
@@ -51,7 +54,7 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if not DEBUG else ["*"])
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[]) or (["*"] if DEBUG else ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # How many reverse proxies stand in front of gunicorn: the client's IP is then taken from
 # X-Forwarded-For at that depth. 0 means REMOTE_ADDR is the client.
@@ -110,7 +113,8 @@ TEMPLATES = [
 
 # --- Storage --------------------------------------------------------------------------
 
-DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'svoykrug.sqlite3'}")
+# An empty variable counts as unset, so `DATABASE_URL=` falls back to the embedded default.
+DATABASE_URL = env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'svoykrug.sqlite3'}"
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -148,9 +152,9 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Auth: phone login ------------------------------------------------------------------
 
-PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="RU")
+PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="") or "RU"
 # ISO 3166 regions whose numbers get an SMS code; other numbers get a 400 before any SMS.
-OTP_ALLOWED_COUNTRIES = [c.upper() for c in env.list("OTP_ALLOWED_COUNTRIES", default=["RU"])]
+OTP_ALLOWED_COUNTRIES = [c.strip().upper() for c in env.list("OTP_ALLOWED_COUNTRIES", default=[])] or ["RU"]
 OTP_CODE_DIGITS = env_positive_int("OTP_CODE_DIGITS", 6)
 OTP_CODE_TTL_SECONDS = env_positive_int("OTP_CODE_TTL_SECONDS", 300)
 OTP_MAX_ATTEMPTS = env_positive_int("OTP_MAX_ATTEMPTS", 5)
@@ -169,7 +173,7 @@ SIMPLE_JWT = {
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
-    "SIGNING_KEY": env.str("JWT_SIGNING_KEY", default=SECRET_KEY),
+    "SIGNING_KEY": env.str("JWT_SIGNING_KEY", default="") or SECRET_KEY,
     "USER_ID_FIELD": "id",
     "USER_ID_CLAIM": "user_id",
 }
@@ -184,7 +188,7 @@ AUTH_PASSWORD_VALIDATORS = [
 # --- SMS ------------------------------------------------------------------------------
 
 SMSRU_API_ID = env.str("SMSRU_API_ID", default="")
-SMSRU_BASE_URL = env.str("SMSRU_BASE_URL", default="https://sms.ru").rstrip("/")
+SMSRU_BASE_URL = (env.str("SMSRU_BASE_URL", default="") or "https://sms.ru").rstrip("/")
 SMSRU_SENDER = env.str("SMSRU_SENDER", default="")
 SMSRU_TEST_MODE = env.bool("SMSRU_TEST_MODE", default=False)
 SMSRU_CONNECT_TIMEOUT_SECONDS = env.float("SMSRU_CONNECT_TIMEOUT_SECONDS", default=3.0)
@@ -208,7 +212,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Svoy Krug API",
     "DESCRIPTION": (
         "The mobile app's and the partners' API of Svoy Krug, a loyalty network of local "
-        "businesses. Errors share one shape: {\"error\": {\"code\", \"message\", \"fields\"}}."
+        'businesses. Errors share one shape: {"error": {"code", "message", "fields"}}.'
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -228,7 +232,7 @@ TIME_ZONE = "Europe/Moscow"
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default="") or str(BASE_DIR / "staticfiles")
 
 # --- Security ---------------------------------------------------------------------------
 

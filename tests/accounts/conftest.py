@@ -5,7 +5,6 @@ import pytest
 from django.core.cache import cache
 
 from accounts.phones import normalize_phone
-
 from notifications.channels.sms import SmsReceipt
 
 

@@ -232,7 +232,9 @@ def _apply(settings, overrides: dict, closed_port_url: str) -> None:
 
 def test_send_sms_returns_true_on_success(smsru_settings, fake_smsru):
     assert services.send_sms(PHONE, TEXT) is True
-    assert len(fake_smsru.requests) == 1
+
+    (request,) = fake_smsru.requests
+    assert (request.path, request.fields["to"], request.fields["msg"]) == ("/sms/send", "79991234567", TEXT)
 
 
 def test_send_sms_returns_true_with_the_console_backend(smsru_settings, fake_smsru):
@@ -253,7 +255,8 @@ def test_deliver_sms_returns_the_receipt(smsru_settings, fake_smsru):
     receipt = services.deliver_sms(PHONE, TEXT, purpose="login")
 
     assert receipt == SmsReceipt(provider="smsru", message_id="000000-10000000", balance=Decimal("4122.56"))
-    assert len(fake_smsru.requests) == 1
+    (request,) = fake_smsru.requests
+    assert (request.path, request.fields["to"], request.fields["msg"]) == ("/sms/send", "79991234567", TEXT)
 
 
 @pytest.mark.parametrize(("overrides", "phone", "error"), FAILURES)

@@ -7,7 +7,7 @@ a failure for one recipient sits under `sms[<phone>]`. Both are mapped to the er
 
 import logging
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import requests
 from django.conf import settings
@@ -72,7 +72,12 @@ class ConsoleSmsBackend:
     name = "console"
 
     def send(self, phone: str, text: str) -> SmsReceipt:
-        logger.warning("SMS (console backend, not sent) to %s: %s", phone, text)
+        if settings.DEBUG:
+            # Development: the developer reads the login code here.
+            logger.warning("SMS (console backend, not sent) to %s: %s", phone, text)
+        else:
+            # A production without SMSRU_API_ID must not leak login codes into its logs.
+            logger.warning("SMS (console backend, not sent) to %s; text withheld outside DEBUG", mask_phone(phone))
         return SmsReceipt(provider=self.name, message_id="console")
 
 
@@ -107,24 +112,27 @@ class SmsRuBackend:
             form["test"] = "1"
         payload = self._post("/sms/send", form)
 
-        per_number = (payload.get("sms") or {}).get(recipient)
+        recipients = payload.get("sms")
+        per_number = recipients.get(recipient) if isinstance(recipients, dict) else None
         if not isinstance(per_number, dict):
             raise SmsTemporaryError("SMS.ru did not report on the recipient.")
         if per_number.get("status") != "OK":
             code = _as_int(per_number.get("status_code"))
             raise _error_for(code, str(per_number.get("status_text") or f"SMS.ru refused the number ({code})."))
-        balance = payload.get("balance")
         logger.info("SMS to %s accepted by SMS.ru as %s", mask_phone(phone), per_number.get("sms_id"))
         return SmsReceipt(
             provider=self.name,
             message_id=str(per_number.get("sms_id") or ""),
-            balance=Decimal(str(balance)) if balance is not None else None,
+            balance=_as_decimal(payload.get("balance")),
         )
 
     def balance(self) -> Decimal:
-        """The account's balance in roubles (GET /my/balance); also a cheap connection check."""
+        """The account's balance in roubles (/my/balance); also a cheap connection check."""
         payload = self._post("/my/balance", {"api_id": self.api_id, "json": "1"})
-        return Decimal(str(payload.get("balance", "0")))
+        balance = _as_decimal(payload.get("balance"))
+        if balance is None:
+            raise SmsTemporaryError("SMS.ru did not report the balance.")
+        return balance
 
     def _post(self, path: str, form: dict) -> dict:
         try:
@@ -153,6 +161,17 @@ def _as_int(value) -> int | None:
     try:
         return int(value)
     except (TypeError, ValueError):
+        return None
+
+
+def _as_decimal(value) -> Decimal | None:
+    """SMS.ru's balance (a JSON number) as Decimal; None when absent or not a number, as a
+    strange balance must not turn an accepted SMS into a failure."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
         return None
 
 

@@ -200,6 +200,7 @@ def test_get_sms_backend_is_smsru_when_an_api_id_is_set(smsru_settings, fake_sms
 
 def test_get_sms_backend_is_console_without_an_api_id(smsru_settings, fake_smsru, caplog):
     smsru_settings.SMSRU_API_ID = ""
+    smsru_settings.DEBUG = True
 
     backend = get_sms_backend()
     with caplog.at_level(logging.WARNING, logger="notifications.channels.sms"):
@@ -210,6 +211,42 @@ def test_get_sms_backend_is_console_without_an_api_id(smsru_settings, fake_smsru
     assert fake_smsru.requests == []
     messages = [r.getMessage() for r in caplog.records if r.name == "notifications.channels.sms"]
     assert messages == [f"SMS (console backend, not sent) to {PHONE}: {TEXT}"]
+
+
+def test_console_backend_withholds_the_text_outside_debug(smsru_settings, caplog):
+    smsru_settings.SMSRU_API_ID = ""
+    smsru_settings.DEBUG = False
+
+    with caplog.at_level(logging.WARNING, logger="notifications.channels.sms"):
+        get_sms_backend().send(PHONE, "Код: 123456")
+
+    messages = [r.getMessage() for r in caplog.records if r.name == "notifications.channels.sms"]
+    assert messages == ["SMS (console backend, not sent) to +7999***4567; text withheld outside DEBUG"]
+    assert "123456" not in caplog.text
+
+
+@pytest.mark.parametrize("balance", ["lots", None, [1], {"rub": 1}])
+def test_a_strange_balance_does_not_fail_an_accepted_sms(balance):
+    class Reply:
+        status_code = 200
+
+        def json(self):
+            return {
+                "status": "OK",
+                "status_code": 100,
+                "sms": {"79991234567": {"status": "OK", "sms_id": "1-1"}},
+                "balance": balance,
+            }
+
+    class Session:
+        def post(self, *args, **kwargs):
+            return Reply()
+
+    backend = SmsRuBackend(api_id="x", base_url="http://127.0.0.1:9", session=Session())
+
+    receipt = backend.send(PHONE, TEXT)
+
+    assert receipt == SmsReceipt(provider="smsru", message_id="1-1", balance=None)
 
 
 # --- notifications.services ------------------------------------------------------------------------

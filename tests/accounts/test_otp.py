@@ -440,3 +440,16 @@ def test_parallel_first_logins_of_one_phone_create_one_account(sms):
     assert len({o.user.pk for o in outcomes}) == 1
     assert sorted(o.is_new for o in outcomes) == [False, True]
     assert User.objects.filter(phone=PHONE).count() == 1
+
+
+@pytest.mark.django_db
+def test_sms_and_errors_speak_russian_by_default_and_english_on_request(api_client, sms):
+    code_id = request_code(api_client).json()["code_id"]
+    russian = verify(api_client, code_id, wrong(sms.last_code())).json()["error"]["message"]
+    english = api_client.post(
+        VERIFY_URL, {"code_id": code_id, "code": wrong(sms.last_code())}, format="json", HTTP_ACCEPT_LANGUAGE="en"
+    ).json()["error"]["message"]
+
+    assert sms.sent[0][1].startswith("Код для входа в Свой Круг: ")
+    assert russian == "Неверный код."
+    assert english == "The code is wrong."

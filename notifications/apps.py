@@ -9,7 +9,7 @@ class NotificationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        checks.register(check_sms_configured, checks.Tags.security)
+        checks.register(check_sms_configured, checks.Tags.security, deploy=True)
 
 
 def check_sms_configured(app_configs, **kwargs):

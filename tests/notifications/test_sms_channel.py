@@ -305,3 +305,16 @@ def test_deliver_sms_raises(smsru_settings, fake_smsru, closed_port_url, overrid
 
     assert type(excinfo.value) is error
     assert isinstance(excinfo.value, SmsError)
+
+
+def test_deploy_check_warns_when_sms_would_only_be_logged(settings):
+    from django.core import checks
+
+    settings.DEBUG = False
+    settings.SMSRU_API_ID = ""
+    warned = [m.id for m in checks.run_checks(include_deployment_checks=True)]
+    settings.SMSRU_API_ID = "configured"
+    configured = [m.id for m in checks.run_checks(include_deployment_checks=True)]
+
+    assert "notifications.W001" in warned
+    assert "notifications.W001" not in configured

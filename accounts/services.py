@@ -9,6 +9,7 @@ project's secret. Every state change of a code is an atomic cache operation (`ad
 compared, and one right code logs in once.
 """
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -173,12 +174,12 @@ def _review_code(phone: str) -> str | None:
     return None
 
 
-def _count_in_window(key: str, window_seconds: int) -> tuple[int, int]:
-    """Count one more event in a fixed window that opens at the first event.
+def _take_from_window(key: str, window_seconds: int, limit: int) -> int | None:
+    """Count one more code in a fixed window that opens at its first code, if the limit
+    allows; return None when counted, or the seconds until the window closes when not.
 
-    Returns (events in the window including this one, seconds until the window closes).
-    The window's start is the stored value's companion key, so the answer to "when may I
-    try again" is exact, not a guess."""
+    The count is an atomic `incr`, taken back when it went past the limit, so parallel
+    requests cannot overshoot and refused requests do not use the allowance up."""
     now = time.time()
     cache.add(f"{key}:start", now, window_seconds)
     cache.add(key, 0, window_seconds)
@@ -187,8 +188,18 @@ def _count_in_window(key: str, window_seconds: int) -> tuple[int, int]:
     except ValueError:  # the window closed between add and incr
         cache.add(key, 0, window_seconds)
         count = cache.incr(key)
+    if count <= limit:
+        return None
+    _give_back(key)
     started = cache.get(f"{key}:start") or now
-    return count, math.ceil(started + window_seconds - now)
+    return math.ceil(started + window_seconds - now)
+
+
+def _give_back(*keys: str) -> None:
+    """Undo `_take_from_window` for a code that was not sent after all."""
+    for key in keys:
+        with contextlib.suppress(ValueError):  # the window closed meanwhile: nothing to undo
+            cache.decr(key)
 
 
 def client_ip(request) -> str:
@@ -215,19 +226,26 @@ def send_otp_code(phone: str, *, client: str = "unknown") -> OtpChallenge:
     if review_code is None and phone_region(phone) not in settings.OTP_ALLOWED_COUNTRIES:
         raise PhoneCountryNotAllowed()
 
-    client_count, client_window_left = _count_in_window(_CLIENT_HOUR_KEY.format(client=client), 3600)
-    if client_count > settings.OTP_MAX_PER_IP_PER_HOUR:
-        raise ClientHourlyLimit(retry_after=client_window_left)
-
     cooldown = settings.OTP_RESEND_COOLDOWN_SECONDS
+    cooldown_key = _COOLDOWN_KEY.format(phone=phone)
+    phone_key = _PHONE_DAY_KEY.format(phone=phone)
+    client_key = _CLIENT_HOUR_KEY.format(client=client)
+    taken: list[str] = []
     if review_code is None:
-        cooldown_key = _COOLDOWN_KEY.format(phone=phone)
         if not cache.add(cooldown_key, time.time(), cooldown):
             sent_at = cache.get(cooldown_key) or time.time()
             raise ResendTooSoon(retry_after=math.ceil(sent_at + cooldown - time.time()))
-        phone_count, phone_window_left = _count_in_window(_PHONE_DAY_KEY.format(phone=phone), 86400)
-        if phone_count > settings.OTP_MAX_PER_PHONE_PER_DAY:
-            raise PhoneDailyLimit(retry_after=phone_window_left)
+        wait = _take_from_window(phone_key, 86400, settings.OTP_MAX_PER_PHONE_PER_DAY)
+        if wait is not None:
+            cache.delete(cooldown_key)
+            raise PhoneDailyLimit(retry_after=wait)
+        taken.append(phone_key)
+    wait = _take_from_window(client_key, 3600, settings.OTP_MAX_PER_IP_PER_HOUR)
+    if wait is not None:
+        _give_back(*taken)
+        cache.delete(cooldown_key)
+        raise ClientHourlyLimit(retry_after=wait)
+    taken.append(client_key)
 
     code_id = uuid.uuid4().hex
     code = review_code or "".join(secrets.choice("0123456789") for _ in range(settings.OTP_CODE_DIGITS))
@@ -238,7 +256,11 @@ def send_otp_code(phone: str, *, client: str = "unknown") -> OtpChallenge:
     cache.set(_ATTEMPTS_KEY.format(code_id=code_id), 0, keep)
 
     if review_code is None:
-        _deliver_code(phone=phone, code=code, code_id=code_id)
+        try:
+            _deliver_code(phone=phone, code=code, code_id=code_id)
+        except DomainError:
+            _give_back(*taken)
+            raise
     else:
         logger.info("OTP for review phone %s issued without SMS", mask_phone(phone))
     return OtpChallenge(code_id=code_id, expires_in=ttl, resend_in=cooldown)

@@ -453,3 +453,47 @@ def test_sms_and_errors_speak_russian_by_default_and_english_on_request(api_clie
     assert sms.sent[0][1].startswith("Код для входа в Свой Круг: ")
     assert russian == "Неверный код."
     assert english == "The code is wrong."
+
+
+@pytest.mark.django_db
+def test_refused_requests_do_not_use_up_the_allowance(api_client, sms, settings):
+    settings.OTP_MAX_PER_IP_PER_HOUR = 2
+    assert request_code(api_client, phone="+79990000021").status_code == 201
+    for _ in range(5):
+        assert request_code(api_client, phone="+79990000021").status_code == 429  # too soon
+
+    second = request_code(api_client, phone="+79990000022")
+    third = request_code(api_client, phone="+79990000023")
+
+    assert second.status_code == 201
+    assert third.json()["error"]["code"] == "otp_client_limit"
+    assert len(sms.sent) == 2
+
+
+@pytest.mark.django_db
+def test_a_code_that_was_not_delivered_does_not_count(api_client, sms, settings):
+    settings.OTP_MAX_PER_PHONE_PER_DAY = 1
+    settings.OTP_MAX_PER_IP_PER_HOUR = 1
+    sms.fail_with = SmsTemporaryError("down")
+    assert request_code(api_client).status_code == 503
+    sms.fail_with = None
+
+    assert request_code(api_client).status_code == 201
+    assert len(sms.sent) == 1
+
+
+def test_parallel_requests_from_one_client_never_exceed_the_hourly_limit(sms, settings):
+    settings.OTP_MAX_PER_IP_PER_HOUR = 10
+    phones = iter(f"+7999333{index:04d}" for index in range(20))
+    lock = threading.Lock()
+
+    def ask():
+        with lock:
+            phone = next(phones)
+        return services.send_otp_code(phone, client="10.5.5.5")
+
+    outcomes = _race(20, ask)
+
+    assert sum(isinstance(o, services.OtpChallenge) for o in outcomes) == 10
+    assert sum(isinstance(o, services.ClientHourlyLimit) for o in outcomes) == 10
+    assert len(sms.sent) == 10

@@ -109,3 +109,13 @@ class _NullSms:
         from notifications.channels.sms import SmsReceipt
 
         return SmsReceipt(provider=self.name, message_id="0")
+
+
+@pytest.mark.django_db
+def test_unknown_page_outside_the_api_is_a_readable_page(client, settings):
+    settings.DEBUG = False
+
+    response = client.get("/no-such-page/", HTTP_ACCEPT_LANGUAGE="ru")
+
+    assert response.status_code == 404
+    assert "Страница не найдена" in response.text

@@ -111,3 +111,25 @@ def test_env_example_as_written_starts_with_a_secret_key():
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["db"] == "django.db.backends.sqlite3"
+
+
+def test_require_services_turns_a_skip_into_a_failure(tmp_path):
+    """Without PostgreSQL configured, a postgres test skips; under REQUIRE_SERVICES=1 it fails."""
+    clean = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "REDIS_URL"}}
+    test = "tests/accounts/test_tokens.py::test_eight_parallel_refreshes_with_one_token_give_exactly_one_pair"
+
+    def run(**env):
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+            cwd=ROOT,
+            env={**clean, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    relaxed = run(REQUIRE_SERVICES="0")
+    strict = run(REQUIRE_SERVICES="1")
+
+    assert relaxed.returncode == 0 and "1 skipped" in relaxed.stdout, relaxed.stdout
+    assert strict.returncode == 1 and "REQUIRE_SERVICES=1 but" in strict.stdout, strict.stdout

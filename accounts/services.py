@@ -18,7 +18,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
@@ -324,13 +324,24 @@ def verify_otp_code(code_id: CodeId, code: str) -> Tokens:
     A code dies after OTP_MAX_ATTEMPTS wrong tries, after OTP_CODE_TTL_SECONDS, or after
     one successful use; two parallel verifies of one right code give one success."""
     phone = _check_code(code_id, code)
-    user, is_new = _get_or_create_customer(phone)
+    user, _created = get_or_create_customer(phone)
     if not user.is_active:
         raise AccountDisabled()
+    # New is a person logging in for the first time, also when a partner's purchase
+    # created the account before: the app then asks for the profile.
+    # The conditional update makes "first" hold for exactly one of parallel logins.
+    now = timezone.now()
+    is_new = User.objects.filter(pk=user.pk, last_login__isnull=True).update(last_login=now) == 1
+    if not is_new:
+        User.objects.filter(pk=user.pk).update(last_login=now)
     return _issue_tokens(user, is_new=is_new)
 
 
-def _get_or_create_customer(phone: str) -> tuple[User, bool]:
+def get_or_create_customer(phone: str) -> tuple[User, bool]:
+    """The customer with this phone, created without a password if the circle has none yet.
+
+    Safe under concurrency: two requests for a new phone create one account."""
+    phone = normalize_phone(phone)
     try:
         return User.objects.get(phone=phone), False
     except User.DoesNotExist:
@@ -400,7 +411,7 @@ def revoke_token(token: str, *, user: User | None = None) -> bool:
     outstanding = OutstandingToken.objects.filter(jti=payload[jwt_settings.JTI_CLAIM]).first()
     if outstanding is None or (user is not None and outstanding.user_id != user.pk):
         raise TokenInvalid()
-    _, created = BlacklistedToken.objects.get_or_create(token=outstanding)
+    _token, created = BlacklistedToken.objects.get_or_create(token=outstanding)
     return created
 
 
@@ -470,5 +481,59 @@ def close_account(*, user: User) -> User:
 def flush_expired_tokens() -> int:
     """Delete refresh tokens past their expiry with their blacklist rows: they can no longer
     be used anyway, and the table grows by one row per login. Returns the rows deleted."""
-    deleted, _ = OutstandingToken.objects.filter(expires_at__lt=timezone.now()).delete()
+    deleted, _by_model = OutstandingToken.objects.filter(expires_at__lt=timezone.now()).delete()
     return deleted
+
+
+# --- Partner API keys ---------------------------------------------------------------------
+
+API_KEY_PREFIX = "sk"
+
+
+def _api_key_hash(raw_key: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is as good as a slow one here.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@transaction.atomic
+def create_api_key(*, business, name: str, created_by: User | None = None) -> tuple:
+    """Make a new partner API key; returns the row and the key itself, which is never stored
+    and cannot be shown again."""
+    from accounts.models import ApiKey
+
+    prefix = secrets.token_hex(4)
+    raw_key = f"{API_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey.objects.create(
+        business=business,
+        name=(name or "").strip()[:100] or "API",
+        prefix=prefix,
+        key_hash=_api_key_hash(raw_key),
+        created_by=created_by,
+    )
+    return api_key, raw_key
+
+
+def revoke_api_key(*, api_key) -> bool:
+    """Revoke a key; True if this call revoked it. A revoked key stops working at once."""
+    from accounts.models import ApiKey
+
+    return ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()) == 1
+
+
+def authenticate_api_key(raw_key: str):
+    """The active key matching `raw_key`, or None. Compares hashes in constant time."""
+    from accounts.models import ApiKey
+
+    parts = raw_key.split("_", 2) if isinstance(raw_key, str) else []
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX or len(raw_key) > 200:
+        return None
+    api_key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).select_related("business").first()
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, _api_key_hash(raw_key)):
+        return None
+    if not api_key.business.is_active:
+        return None
+    # At most one write a minute per key: the POS calls often.
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    return api_key

@@ -185,6 +185,22 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# --- Loyalty ----------------------------------------------------------------------------
+
+# A purchase may be reported this long after it happened (a CRM catching up) ...
+LOYALTY_MAX_BACKDATE_DAYS = env_positive_int("LOYALTY_MAX_BACKDATE_DAYS", 365)
+# ... and this far "in the future" (clocks of POS terminals drift).
+LOYALTY_FUTURE_SKEW_SECONDS = env_positive_int("LOYALTY_FUTURE_SKEW_SECONDS", 300)
+LOYALTY_MAX_CHECK_AMOUNT = env.int("LOYALTY_MAX_CHECK_AMOUNT", default=1_000_000)
+# Bonuses given back on a refund live at least this long, even if the spent ones were about to expire.
+LOYALTY_REFUND_RETURN_MIN_DAYS = env_positive_int("LOYALTY_REFUND_RETURN_MIN_DAYS", 30)
+# Lifetime of bonuses granted by a staff adjustment without a business program to follow.
+LOYALTY_ADJUSTMENT_LIFETIME_DAYS = env_positive_int("LOYALTY_ADJUSTMENT_LIFETIME_DAYS", 365)
+# Accounts locked per statement batch by the nightly expiry and tier recomputation.
+LOYALTY_BATCH_ACCOUNTS = env_positive_int("LOYALTY_BATCH_ACCOUNTS", 2000)
+# Page size of the mobile app's histories.
+API_PAGE_SIZE = env_positive_int("API_PAGE_SIZE", 50)
+
 # --- SMS ------------------------------------------------------------------------------
 
 SMSRU_API_ID = env.str("SMSRU_API_ID", default="")

@@ -7,6 +7,7 @@ import pytest
 import time_machine
 from django.core.cache import cache
 from django.db import connection
+from django.utils import timezone
 
 from accounts import services
 from accounts.models import User
@@ -208,7 +209,7 @@ def test_right_code_logs_in_and_creates_the_account(api_client, sms):
 
 @pytest.mark.django_db
 def test_returning_customer_is_not_new(api_client, sms):
-    existing = User.objects.create_user(phone=PHONE)
+    existing = User.objects.create_user(phone=PHONE, last_login=timezone.now())
     code_id = request_code(api_client).json()["code_id"]
 
     body = verify(api_client, code_id, sms.last_code()).json()

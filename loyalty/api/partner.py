@@ -1,0 +1,211 @@
+"""The partner API: what a POS or a business's own system calls, with `Authorization: Api-Key <key>`.
+
+Every call acts for the key's business and sees nothing of other businesses."""
+
+from decimal import Decimal
+
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api import ErrorSerializer, error_response
+from accounts.authentication import ApiKeyAuthentication
+from accounts.models import ApiKey, User
+from accounts.phones import normalize_phone
+from loyalty import selectors, services
+from loyalty.models import Transaction
+from loyalty.money import ZERO
+
+MONEY = {"max_digits": 12, "decimal_places": 2}
+
+
+class HasPartnerApiKey(BasePermission):
+    def has_permission(self, request, view):
+        return isinstance(request.auth, ApiKey)
+
+
+class PartnerView(APIView):
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [HasPartnerApiKey]
+
+    @property
+    def business(self):
+        return self.request.auth.business
+
+
+class PhoneField(serializers.CharField):
+    """A phone as typed, normalised to E.164 (`invalid_phone` otherwise)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 32)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        return normalize_phone(super().to_internal_value(data))
+
+
+class PurchaseSerializer(serializers.Serializer):
+    external_id = serializers.CharField(max_length=100, help_text=_("The purchase's id in your system."))
+    phone = PhoneField()
+    amount = serializers.DecimalField(min_value=Decimal("0.01"), help_text=_("The whole check, roubles."), **MONEY)
+    occurred_at = serializers.DateTimeField(required=False, help_text=_("When it was paid; now if omitted."))
+    redeem = serializers.DecimalField(
+        min_value=Decimal("0"), required=False, default=ZERO, help_text=_("Bonuses to spend on it."), **MONEY
+    )
+
+
+class PurchaseResultSerializer(serializers.Serializer):
+    transaction_id = serializers.UUIDField(source="transaction.pk")
+    external_id = serializers.CharField(source="transaction.external_id")
+    amount = serializers.DecimalField(source="transaction.gross_amount", **MONEY)
+    bonuses_redeemed = serializers.DecimalField(source="transaction.bonuses_redeemed", **MONEY)
+    paid_amount = serializers.DecimalField(source="transaction.paid_amount", **MONEY)
+    bonuses_accrued = serializers.DecimalField(source="transaction.bonuses_accrued", **MONEY)
+    status = serializers.CharField(source="transaction.status")
+    balance = serializers.DecimalField(**MONEY)
+    tier = serializers.CharField(source="tier.name", allow_null=True, default=None)
+
+
+class PurchaseView(PartnerView):
+    @extend_schema(
+        tags=["partner"],
+        summary="Record a purchase (and spend bonuses on it)",
+        request=PurchaseSerializer,
+        responses={
+            201: PurchaseResultSerializer,
+            200: OpenApiResponse(
+                PurchaseResultSerializer, description="The same purchase sent again: the first answer"
+            ),
+            400: error_response("Invalid fields"),
+            401: error_response("Missing or invalid API key"),
+            409: error_response(
+                "insufficient_bonuses, redemption_over_limit, or idempotency_conflict "
+                "(this external_id was used with other data)"
+            ),
+        },
+    )
+    def post(self, request):
+        serializer = PurchaseSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.record_transaction(
+            business=self.business,
+            external_id=data["external_id"],
+            phone=data["phone"],
+            amount=data["amount"],
+            redeem=data["redeem"],
+            occurred_at=data.get("occurred_at"),
+            source=Transaction.Source.API,
+        )
+        return Response(
+            PurchaseResultSerializer(result).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+
+class RefundSerializer(serializers.Serializer):
+    amount = serializers.DecimalField(
+        min_value=Decimal("0.01"),
+        required=False,
+        help_text=_("Part of the check refunded; all that is left if omitted."),
+        **MONEY,
+    )
+    refund_id = serializers.CharField(
+        max_length=100, required=False, help_text=_("Your id of this refund; required for partial refunds.")
+    )
+
+
+class RefundResultSerializer(serializers.Serializer):
+    refund_id = serializers.CharField(source="refund.refund_id")
+    amount = serializers.DecimalField(source="refund.amount", **MONEY)
+    money_refunded = serializers.DecimalField(source="refund.money_refunded", **MONEY)
+    bonuses_taken_back = serializers.DecimalField(source="refund.accrual_reversed", **MONEY)
+    bonuses_returned = serializers.DecimalField(source="refund.redeemed_returned", **MONEY)
+    bonuses_unrecovered = serializers.DecimalField(source="refund.unrecovered", **MONEY)
+    transaction_status = serializers.CharField(source="refund.transaction.status")
+    balance = serializers.DecimalField(**MONEY)
+
+
+class RefundView(PartnerView):
+    @extend_schema(
+        tags=["partner"],
+        summary="Refund a purchase in full or in part",
+        request=RefundSerializer,
+        responses={
+            201: RefundResultSerializer,
+            200: OpenApiResponse(RefundResultSerializer, description="The same refund sent again: the first answer"),
+            400: error_response("Invalid fields, or a partial refund without refund_id"),
+            404: error_response("No purchase with this external_id at your business"),
+            409: error_response("More than what is left of the purchase, or refund_id reused with other data"),
+        },
+    )
+    def post(self, request, external_id):
+        serializer = RefundSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.refund_transaction(
+            business=self.business,
+            external_id=external_id,
+            amount=serializer.validated_data.get("amount"),
+            refund_id=serializer.validated_data.get("refund_id"),
+        )
+        return Response(
+            RefundResultSerializer(result).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+
+class CustomerSerializer(serializers.Serializer):
+    phone = serializers.CharField()
+    is_member = serializers.BooleanField(help_text=_("Whether this phone is in the circle yet."))
+    balance = serializers.DecimalField(**MONEY)
+    spendable = serializers.DecimalField(**MONEY)
+    tier = serializers.CharField(allow_null=True)
+
+
+class CustomerView(PartnerView):
+    @extend_schema(
+        tags=["partner"],
+        summary="A customer's bonuses, by phone",
+        parameters=[OpenApiParameter("phone", str, OpenApiParameter.PATH, description="Phone, e.g. +79991234567")],
+        responses={200: CustomerSerializer, 400: error_response("Not a phone number")},
+    )
+    def get(self, request, phone):
+        phone = normalize_phone(phone)
+        user = User.objects.filter(phone=phone, is_active=True).first()
+        summary = selectors.account_summary(user) if user else None
+        body = {
+            "phone": phone,
+            "is_member": user is not None,
+            "balance": summary.balance if summary else ZERO,
+            "spendable": summary.spendable if summary else ZERO,
+            "tier": summary.tier.name if summary and summary.tier else None,
+        }
+        return Response(CustomerSerializer(body).data)
+
+
+class QuoteRequestSerializer(serializers.Serializer):
+    phone = PhoneField()
+    amount = serializers.DecimalField(min_value=Decimal("0.01"), help_text=_("The whole check, roubles."), **MONEY)
+
+
+class QuoteSerializer(serializers.Serializer):
+    max_redeemable = serializers.DecimalField(help_text=_("The most bonuses that can pay for this check."), **MONEY)
+
+
+class QuoteView(PartnerView):
+    @extend_schema(
+        tags=["partner"],
+        summary="How much of a check the customer's bonuses can pay",
+        request=QuoteRequestSerializer,
+        responses={200: QuoteSerializer, 400: OpenApiResponse(ErrorSerializer, description="Invalid fields")},
+    )
+    def post(self, request):
+        serializer = QuoteRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        quote = services.quote_redemption(
+            business=self.business, phone=serializer.validated_data["phone"], amount=serializer.validated_data["amount"]
+        )
+        return Response(QuoteSerializer({"max_redeemable": quote}).data)

@@ -1,0 +1,28 @@
+"""Money arithmetic. 1 bonus = 1 rouble; amounts are Decimal with two places.
+
+The one rounding rule of the circle lives here: every computed amount of bonuses is
+rounded down to the kopeck, so the circle never grants a fraction it did not earn.
+"""
+
+from decimal import ROUND_DOWN, Decimal
+
+KOPECK = Decimal("0.01")
+ZERO = Decimal("0.00")
+HUNDRED = Decimal("100")
+
+
+def round_down(value: Decimal) -> Decimal:
+    """Round an amount down to the kopeck (towards zero). The circle's only rounding rule."""
+    return Decimal(value).quantize(KOPECK, rounding=ROUND_DOWN)
+
+
+def percent_of(amount: Decimal, percent: Decimal) -> Decimal:
+    """`percent`% of `amount`, rounded down to the kopeck."""
+    return round_down(Decimal(amount) * Decimal(percent) / HUNDRED)
+
+
+def share_of(total: Decimal, part: Decimal, whole: Decimal) -> Decimal:
+    """`total` × part / whole, rounded down: the proportional part of an amount."""
+    if whole <= 0:
+        return ZERO
+    return round_down(Decimal(total) * Decimal(part) / Decimal(whole))

@@ -1,0 +1,184 @@
+"""Read queries of the loyalty app that more than one caller needs (mobile API, partner API,
+portal, admin). Business-scoped reads take the business as a required argument."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.utils import timezone
+
+from accounts.models import Business, User
+from loyalty.models import BonusAccount, BonusLot, LedgerEntry, StatusTier, Transaction
+from loyalty.money import ZERO
+
+
+@dataclass(frozen=True)
+class Expiry:
+    amount: Decimal
+    expires_at: datetime
+    business_name: str
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    balance: Decimal
+    spendable: Decimal
+    pending: Decimal
+    lifetime_earned: Decimal
+    clawback_due: Decimal
+    tier: StatusTier | None
+    next_tier: StatusTier | None
+    spend_365: Decimal
+    spend_to_next_tier: Decimal | None
+    expiries: list[Expiry]
+
+
+def account_summary(user: User, *, at: datetime | None = None, expiries_within_days: int = 365) -> AccountSummary:
+    """Everything the customer's card shows: balance, what can be spent now and what is still
+    on hold, the tier, the next tier and the spend it still needs, and each coming expiry
+    (one per batch, soonest first)."""
+    at = at or timezone.now()
+    account = BonusAccount.objects.select_related("tier").filter(user=user).first()
+    if account is None:
+        lowest = StatusTier.objects.order_by("threshold").first()
+        following = (
+            StatusTier.objects.filter(threshold__gt=lowest.threshold).order_by("threshold").first() if lowest else None
+        )
+        return AccountSummary(
+            balance=ZERO,
+            spendable=ZERO,
+            pending=ZERO,
+            lifetime_earned=ZERO,
+            clawback_due=ZERO,
+            tier=lowest,
+            next_tier=following,
+            spend_365=ZERO,
+            spend_to_next_tier=following.threshold if following else None,
+            expiries=[],
+        )
+    open_lots = account.lots.filter(remaining__gt=0, expires_at__gt=at)
+    totals = open_lots.aggregate(
+        spendable=Sum("remaining", filter=Q(spendable_from__lte=at)),
+        pending=Sum("remaining", filter=Q(spendable_from__gt=at)),
+    )
+    next_tier = StatusTier.objects.filter(threshold__gt=account.spend_365).order_by("threshold").first()
+    expiries = [
+        Expiry(amount=lot.remaining, expires_at=lot.expires_at, business_name=lot.business.name if lot.business else "")
+        for lot in open_lots.filter(expires_at__lte=at + timedelta(days=expiries_within_days))
+        .select_related("business")
+        .order_by("expires_at", "id")
+    ]
+    return AccountSummary(
+        balance=account.balance,
+        spendable=totals["spendable"] or ZERO,
+        pending=totals["pending"] or ZERO,
+        lifetime_earned=account.lifetime_earned,
+        clawback_due=account.clawback_due,
+        tier=account.tier,
+        next_tier=next_tier,
+        spend_365=account.spend_365,
+        spend_to_next_tier=(next_tier.threshold - account.spend_365) if next_tier else None,
+        expiries=expiries,
+    )
+
+
+def customer_ledger(user: User) -> QuerySet[LedgerEntry]:
+    """The customer's own bonus movements, newest first."""
+    return (
+        LedgerEntry.objects.filter(account__user=user)
+        .select_related("business", "transaction", "lot__business")
+        .order_by("-created_at", "-id")
+    )
+
+
+def customer_transactions(user: User) -> QuerySet[Transaction]:
+    """The customer's own purchases at every partner, newest first."""
+    return Transaction.objects.filter(customer=user).select_related("business", "tier").order_by("-occurred_at", "-pk")
+
+
+def business_transactions(
+    *,
+    business: Business,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    status: str | None = None,
+    phone: str | None = None,
+) -> QuerySet[Transaction]:
+    """A partner's purchases, newest first, filtered by time, status and customer phone."""
+    purchases = Transaction.objects.filter(business=business).select_related("customer", "tier")
+    if since:
+        purchases = purchases.filter(occurred_at__gte=since)
+    if until:
+        purchases = purchases.filter(occurred_at__lt=until)
+    if status:
+        purchases = purchases.filter(status=status)
+    if phone:
+        purchases = purchases.filter(customer__phone__contains=phone)
+    return purchases.order_by("-occurred_at", "-pk")
+
+
+def business_customers(*, business: Business, phone: str | None = None) -> QuerySet[User]:
+    """People who bought at this partner, with their visits, spend there and last visit."""
+    customers = User.objects.filter(transactions__business=business)
+    if phone:
+        customers = customers.filter(phone__contains=phone)
+    return (
+        customers.annotate(
+            visits=Count("transactions", filter=Q(transactions__business=business)),
+            spend_here=Sum(
+                F("transactions__paid_amount") - F("transactions__money_refunded"),
+                filter=Q(transactions__business=business),
+            ),
+            last_visit=Max("transactions__occurred_at", filter=Q(transactions__business=business)),
+        )
+        .select_related("bonus_account__tier")
+        .order_by("-last_visit")
+    )
+
+
+def business_customer(*, business: Business, phone: str) -> User | None:
+    """One customer of this partner by exact phone, or None if they never bought here."""
+    return business_customers(business=business).filter(phone=phone).first()
+
+
+@dataclass(frozen=True)
+class ClearingRow:
+    issuer_id: object
+    issuer_name: str
+    spender_id: object
+    spender_name: str
+    amount: Decimal
+
+
+def clearing_matrix(*, since: datetime, until: datetime, business: Business | None = None) -> list[ClearingRow]:
+    """For a period: how many bonuses each business issued that were spent at each other
+    business (refund returns net out). With `business`, only rows where it is the issuer or
+    the spender. Bonuses the platform issued have no issuer id."""
+    entries = LedgerEntry.objects.filter(
+        kind__in=[LedgerEntry.Kind.REDEMPTION, LedgerEntry.Kind.REFUND_RETURN],
+        created_at__gte=since,
+        created_at__lt=until,
+    )
+    if business is not None:
+        entries = entries.filter(Q(business=business) | Q(lot__business=business))
+    rows = (
+        entries.values("lot__business_id", "lot__business__name", "business_id", "business__name")
+        .annotate(spent=Sum("amount"))
+        .order_by("lot__business__name", "business__name")
+    )
+    return [
+        ClearingRow(
+            issuer_id=row["lot__business_id"],
+            issuer_name=row["lot__business__name"] or "Свой Круг",
+            spender_id=row["business_id"],
+            spender_name=row["business__name"],
+            amount=-row["spent"],
+        )
+        for row in rows
+        if row["spent"]
+    ]
+
+
+def open_lots(account: BonusAccount) -> QuerySet[BonusLot]:
+    return account.lots.filter(remaining__gt=0).select_related("business").order_by("expires_at")

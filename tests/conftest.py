@@ -58,3 +58,18 @@ def locmem_cache(settings):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "time"}}
     cache.clear()
     return cache
+
+
+@pytest.fixture
+def tiers(db):
+    """The circle's four tiers as the migration seeds them (a transactional test's flush
+    empties the table, so tests that count on tiers ask for this)."""
+    import importlib
+
+    from django.apps import apps
+
+    from loyalty.models import StatusTier
+
+    seeding = importlib.import_module("loyalty.migrations.0002_seed_tiers_and_guard_ledger")
+    seeding.seed_tiers(apps, None)
+    return {tier.name: tier for tier in StatusTier.objects.all()}

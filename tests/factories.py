@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 import factory
 
 from accounts.models import Business, Membership, User
@@ -30,3 +32,26 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     user = factory.SubFactory(UserFactory)
     business = factory.SubFactory(BusinessFactory)
     role = Membership.Role.OWNER
+
+
+class LoyaltyProgramFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "loyalty.LoyaltyProgram"
+        django_get_or_create = ("business",)
+
+    business = factory.SubFactory(BusinessFactory)
+    accrual_rate = Decimal("5.00")
+    max_redeem_share = Decimal("30.00")
+    bonus_lifetime_days = 365
+    hold_days = 0
+    welcome_bonus = Decimal("0.00")
+    birthday_bonus = Decimal("0.00")
+
+
+class ApiKeyFactory:
+    """`ApiKeyFactory(business=...)` → (ApiKey, raw key), made through the service."""
+
+    def __new__(cls, business=None, name="POS"):
+        from accounts.services import create_api_key
+
+        return create_api_key(business=business or BusinessFactory(), name=name)

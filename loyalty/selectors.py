@@ -182,3 +182,49 @@ def clearing_matrix(*, since: datetime, until: datetime, business: Business | No
 
 def open_lots(account: BonusAccount) -> QuerySet[BonusLot]:
     return account.lots.filter(remaining__gt=0).select_related("business").order_by("expires_at")
+
+
+@dataclass(frozen=True)
+class LedgerMismatch:
+    what: str
+    id: object
+    expected: Decimal
+    found: Decimal
+
+
+def ledger_mismatches(limit: int = 20) -> list[LedgerMismatch]:
+    """Where the cached sums disagree with the append-only ledger: accounts whose balance is
+    not the sum of their entries or of their lots' remainders, and lots whose remainder is
+    not the sum of their entries. Empty when the books balance."""
+    from django.db.models import DecimalField, OuterRef, Subquery, Value
+    from django.db.models.functions import Coalesce, Round
+
+    money = DecimalField(max_digits=14, decimal_places=2)
+
+    def summed(query):
+        # Round in SQL: SQLite sums decimals as floats (0.1 + 0.2), PostgreSQL exactly.
+        return Round(Coalesce(Subquery(query, output_field=money), Value(ZERO)), 2, output_field=money)
+
+    entries_sum = (
+        LedgerEntry.objects.filter(account=OuterRef("pk")).values("account").annotate(s=Sum("amount")).values("s")
+    )
+    lots_sum = (
+        BonusLot.objects.filter(account=OuterRef("pk")).values("account").annotate(s=Sum("remaining")).values("s")
+    )
+    accounts = BonusAccount.objects.annotate(
+        by_entries=summed(entries_sum),
+        by_lots=summed(lots_sum),
+    ).filter(~Q(balance=F("by_entries")) | ~Q(balance=F("by_lots")))
+    found = []
+    for account in accounts.order_by("pk")[:limit]:
+        if account.balance != account.by_entries:
+            found.append(
+                LedgerMismatch("account balance vs entries", account.user_id, account.by_entries, account.balance)
+            )
+        if account.balance != account.by_lots:
+            found.append(LedgerMismatch("account balance vs lots", account.user_id, account.by_lots, account.balance))
+    lot_entries = LedgerEntry.objects.filter(lot=OuterRef("pk")).values("lot").annotate(s=Sum("amount")).values("s")
+    lots = BonusLot.objects.annotate(by_entries=summed(lot_entries)).filter(~Q(remaining=F("by_entries")))
+    for lot in lots.order_by("pk")[:limit]:
+        found.append(LedgerMismatch("lot remaining vs entries", lot.pk, lot.by_entries, lot.remaining))
+    return found[:limit]

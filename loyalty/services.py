@@ -21,7 +21,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import DecimalField, F, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Round
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import status
@@ -127,7 +127,7 @@ def _lock_account(user: User) -> BonusAccount:
     """Lock the customer's account row for the rest of the transaction: the one lock helper
     every bonus write goes through, so writes to one account serialise."""
     get_account(user)
-    return BonusAccount.objects.select_for_update().select_related("tier").get(user=user)
+    return BonusAccount.objects.select_for_update(of=("self",)).select_related("tier").get(user=user)
 
 
 def get_program(business: Business) -> LoyaltyProgram:
@@ -877,8 +877,13 @@ def check_bonus_expiration(now: datetime | None = None) -> list[uuid.UUID]:
                 .annotate(total=Sum("remaining"))
                 .values("total")
             )
+            # Rounded in SQL because SQLite does decimal arithmetic in floats.
             BonusAccount.objects.filter(pk__in=ids).update(
-                balance=F("balance") - Coalesce(Subquery(expired, output_field=MONEY_FIELD), Value(ZERO))
+                balance=Round(
+                    F("balance") - Coalesce(Subquery(expired, output_field=MONEY_FIELD), Value(ZERO)),
+                    2,
+                    output_field=MONEY_FIELD,
+                )
             )
             BonusLot.objects.filter(account_id__in=ids, remaining__gt=0, expires_at__lte=now).update(remaining=ZERO)
             affected.extend(user_id for _pk, user_id in locked)

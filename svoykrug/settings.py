@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -144,10 +145,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
-    "flush-expired-tokens": {
-        "task": "accounts.tasks.flush_expired_tokens",
-        "schedule": timedelta(hours=24),
-    },
+    "flush-expired-tokens": {"task": "accounts.tasks.flush_expired_tokens", "schedule": crontab(hour=3, minute=30)},
+    # Times are UTC: 00:10 and 00:40 Moscow time, after the day has turned in the city.
+    "expire-bonuses": {"task": "loyalty.tasks.expire_bonuses", "schedule": crontab(hour=21, minute=10)},
+    "recompute-tiers": {"task": "loyalty.tasks.recompute_tiers", "schedule": crontab(hour=21, minute=40)},
+    "birthday-bonuses": {"task": "loyalty.tasks.grant_birthday_bonuses", "schedule": crontab(hour=6, minute=0)},
 }
 
 # --- Auth: phone login ------------------------------------------------------------------

@@ -45,12 +45,12 @@ def seed_tiers(apps, schema_editor):
 
 def guard_ledger(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(GUARD)
+        schema_editor.execute(GUARD, params=None)
 
 
 def unguard_ledger(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(UNGUARD)
+        schema_editor.execute(UNGUARD, params=None)
 
 
 class Migration(migrations.Migration):

@@ -43,7 +43,7 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     def authenticate(self, request):
         header = request.META.get("HTTP_AUTHORIZATION", "")
-        keyword, _, raw_key = header.partition(" ")
+        keyword, _space, raw_key = header.partition(" ")
         if keyword != self.keyword:
             return None
         api_key = authenticate_api_key(raw_key.strip())

@@ -73,8 +73,10 @@ def api_exception_handler(exc, context):
 
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), None)
     detail = getattr(exc, "detail", "")
-    if code is None:
-        code = getattr(detail, "code", None) or "error"
+    own_code = getattr(detail, "code", None)
+    if own_code and own_code != getattr(exc, "default_code", None):
+        code = own_code  # raised with a code of its own, e.g. AuthenticationFailed(code="invalid_api_key")
+    code = code or "error"
     if isinstance(exc, exceptions.AuthenticationFailed | exceptions.NotAuthenticated) and isinstance(detail, dict):
         # simplejwt puts its message under "detail" and its own code under "code".
         code = str(detail.get("code") or code)

@@ -1,10 +1,12 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
-from accounts.models import Business, Membership, User
+from accounts import services
+from accounts.models import ApiKey, Business, Membership, User
 from accounts.phones import InvalidPhone, normalize_phone
 
 
@@ -122,3 +124,59 @@ class MembershipAdmin(admin.ModelAdmin):
     search_fields = ["user__phone", "user__first_name", "user__last_name", "business__name"]
     autocomplete_fields = ["user", "business"]
     list_select_related = ["user", "business"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are made by `services.create_api_key` (the key is shown once, in a message, and
+    only its hash is kept) and revoked by `services.revoke_api_key`; nothing else changes them."""
+
+    list_display = ["name", "business", "prefix", "is_active", "created_by", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "business"]
+    search_fields = ["name", "prefix", "business__name"]
+    list_select_related = ["business", "created_by"]
+    autocomplete_fields = ["business"]
+    fields = ["business", "name", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    @admin.display(description=_("active"), boolean=True)
+    def is_active(self, api_key):
+        return api_key.is_active
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+        return self.fields
+
+    def has_change_permission(self, request, obj=None):
+        # A key's data never changes by hand; the change page only shows it.
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Revoked, never deleted: the row says which key was used and until when.
+        return False
+
+    def has_revoke_permission(self, request):
+        return request.user.has_perm("accounts.change_apikey")
+
+    def save_model(self, request, obj, form, change):
+        api_key, raw_key = services.create_api_key(
+            business=form.cleaned_data["business"], name=form.cleaned_data["name"], created_by=request.user
+        )
+        for field in ApiKey._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(api_key, field.attname))
+        self.message_user(
+            request,
+            _("The new key for %(business)s is %(key)s — copy it now: it is not stored and will not be shown again.")
+            % {"business": api_key.business, "key": raw_key},
+            messages.WARNING,
+        )
+
+    @admin.action(description=_("Revoke selected keys"), permissions=["revoke"])
+    def revoke(self, request, queryset):
+        revoked = sum(services.revoke_api_key(api_key=api_key) for api_key in queryset)
+        self.message_user(
+            request,
+            ngettext("Revoked %(count)d key.", "Revoked %(count)d keys.", revoked) % {"count": revoked},
+            messages.SUCCESS,
+        )

@@ -49,7 +49,7 @@ LAST_NAMES = [
 ]
 
 ADMIN_PHONE_DEFAULT = "+79990000001"
-CUSTOMER_COUNT = 40
+CUSTOMER_COUNT = 300
 
 
 def staff_phone(business_index: int, role_index: int) -> str:
@@ -61,8 +61,10 @@ def customer_phone(index: int) -> str:
 
 
 @transaction.atomic
-def seed_accounts(*, admin_phone: str, admin_password: str) -> dict:
-    """Create or refresh the demo admin, businesses, their owners and cashiers, and customers."""
+def seed_accounts(*, admin_phone: str, admin_password: str, customer_count: int = CUSTOMER_COUNT) -> dict:
+    """Create or refresh the demo admin, businesses, their owners and cashiers, and customers.
+
+    Customers are created in one bulk insert, only those whose phone is not in the circle yet."""
     rng = random.Random(20261126)
     admin, _ = User.objects.get_or_create(
         phone=admin_phone,
@@ -94,15 +96,24 @@ def seed_accounts(*, admin_phone: str, admin_password: str) -> dict:
             )
             Membership.objects.update_or_create(user=person, business=business, defaults={"role": role})
 
-    for index in range(1, CUSTOMER_COUNT + 1):
+    # Draw every customer's data, existing or not, so each index always gets the same person.
+    wanted = {}
+    for index in range(1, customer_count + 1):
         birth = date(rng.randint(1960, 2005), rng.randint(1, 12), rng.randint(1, 28))
-        User.objects.get_or_create(
-            phone=customer_phone(index),
-            defaults={
-                "first_name": rng.choice(FIRST_NAMES),
-                "last_name": rng.choice(LAST_NAMES),
-                "birth_date": birth if index % 3 else None,
-                "marketing_consent": index % 2 == 0,
-            },
-        )
-    return {"admin": admin, "businesses": businesses}
+        wanted[customer_phone(index)] = {
+            "first_name": rng.choice(FIRST_NAMES),
+            "last_name": rng.choice(LAST_NAMES),
+            "birth_date": birth if index % 3 else None,
+            "marketing_consent": index % 2 == 0,
+        }
+    existing = set(User.objects.filter(phone__in=wanted).values_list("phone", flat=True))
+    new_customers = []
+    for phone, fields in wanted.items():
+        if phone in existing:
+            continue
+        customer = User(phone=phone, **fields)
+        customer.set_unusable_password()
+        new_customers.append(customer)
+    User.objects.bulk_create(new_customers, batch_size=500)
+    customers = list(User.objects.filter(phone__in=wanted).order_by("phone"))
+    return {"admin": admin, "businesses": businesses, "customers": customers}

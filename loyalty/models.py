@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Round
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Business
@@ -164,7 +165,8 @@ class Transaction(models.Model):
                 name="transaction_amounts_valid",
             ),
             models.CheckConstraint(
-                condition=Q(paid_amount=F("gross_amount") - F("bonuses_redeemed") - F("coupon_discount")),
+                # Rounded: SQLite does this arithmetic in floats (0.33 - 0.09 = 0.24000000000000002).
+                condition=Q(paid_amount=Round(F("gross_amount") - F("bonuses_redeemed") - F("coupon_discount"), 2)),
                 name="transaction_paid_is_the_rest",
             ),
             models.CheckConstraint(

@@ -26,3 +26,11 @@ def share_of(total: Decimal, part: Decimal, whole: Decimal) -> Decimal:
     if whole <= 0:
         return ZERO
     return round_down(Decimal(total) * Decimal(part) / Decimal(whole))
+
+
+def as_money(value) -> Decimal:
+    """A sum read from the database as an amount with two places; None counts as zero.
+
+    SQLite adds decimals as floats (263.570000000000), so sums are brought back to the
+    kopeck here. Not a rounding rule: the values summed were whole kopecks already."""
+    return Decimal(value or 0).quantize(KOPECK)

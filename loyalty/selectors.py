@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import Business, User
 from loyalty.models import BonusAccount, BonusLot, LedgerEntry, StatusTier, Transaction
-from loyalty.money import ZERO
+from loyalty.money import ZERO, as_money
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,9 @@ class AccountSummary:
     expiries: list[Expiry]
 
 
-def account_summary(user: User, *, at: datetime | None = None, expiries_within_days: int = 365) -> AccountSummary:
+def account_summary(
+    user: User, *, at: datetime | None = None, expiries_within_days: int | None = None
+) -> AccountSummary:
     """Everything the customer's card shows: balance, what can be spent now and what is still
     on hold, the tier, the next tier and the spend it still needs, and each coming expiry
     (one per batch, soonest first)."""
@@ -65,14 +67,18 @@ def account_summary(user: User, *, at: datetime | None = None, expiries_within_d
     next_tier = StatusTier.objects.filter(threshold__gt=account.spend_365).order_by("threshold").first()
     expiries = [
         Expiry(amount=lot.remaining, expires_at=lot.expires_at, business_name=lot.business.name if lot.business else "")
-        for lot in open_lots.filter(expires_at__lte=at + timedelta(days=expiries_within_days))
+        for lot in (
+            open_lots.filter(expires_at__lte=at + timedelta(days=expiries_within_days))
+            if expiries_within_days
+            else open_lots
+        )
         .select_related("business")
         .order_by("expires_at", "id")
     ]
     return AccountSummary(
         balance=account.balance,
-        spendable=totals["spendable"] or ZERO,
-        pending=totals["pending"] or ZERO,
+        spendable=as_money(totals["spendable"]),
+        pending=as_money(totals["pending"]),
         lifetime_earned=account.lifetime_earned,
         clawback_due=account.clawback_due,
         tier=account.tier,

@@ -38,7 +38,7 @@ from loyalty.models import (
     StatusTier,
     Transaction,
 )
-from loyalty.money import ZERO, percent_of, round_down, share_of
+from loyalty.money import ZERO, as_money, percent_of, round_down, share_of
 from svoykrug.exceptions import DomainError
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def spendable_balance(account: BonusAccount, at: datetime | None = None) -> Deci
     total = account.lots.filter(remaining__gt=0, spendable_from__lte=at, expires_at__gt=at).aggregate(
         total=Sum("remaining")
     )["total"]
-    return total or ZERO
+    return as_money(total)
 
 
 def max_redeemable(
@@ -347,7 +347,6 @@ def _settle_clawback(account: BonusAccount, lot: BonusLot, *, key: str, at: date
         business=lot.business,
         lot=lot,
         idempotency_key=f"{key}:settle",
-        reason="Taken back for an earlier refund",
         created_at=at,
     )
     account.balance -= settled
@@ -490,7 +489,9 @@ def record_transaction(
                 )
         except IntegrityError:
             # A parallel request with the same id committed first, while we waited for the lock.
-            existing = Transaction.objects.get(business=business, external_id=external_id)
+            existing = Transaction.objects.filter(business=business, external_id=external_id).first()
+            if existing is None:
+                raise  # some other constraint: a bug, not a retry
             return _replay_purchase(existing, digest)
 
         if redeem > 0:
@@ -767,7 +768,7 @@ def spend_over_year(user: User, at: datetime | None = None) -> Decimal:
     total = Transaction.objects.filter(customer=user, occurred_at__gt=at - timedelta(days=365)).aggregate(
         spend=Sum(F("paid_amount") - F("money_refunded"))
     )["spend"]
-    return total or ZERO
+    return as_money(total)
 
 
 def _refresh_tier(account: BonusAccount, at: datetime) -> None:

@@ -40,6 +40,7 @@ def _flatten_fields(detail) -> dict:
 
 
 _DRF_CODES = {
+    Http404: "not_found",
     exceptions.NotAuthenticated: "not_authenticated",
     exceptions.AuthenticationFailed: "authentication_failed",
     exceptions.PermissionDenied: "permission_denied",

@@ -10,6 +10,11 @@ PATHS = {
     "/api/v1/auth/logout/": {"post"},
     "/api/v1/auth/logout-all/": {"post"},
     "/api/v1/me/": {"get", "patch", "delete"},
+    "/api/v1/me/loyalty/": {"get"},
+    "/api/v1/me/ledger/": {"get"},
+    "/api/v1/me/transactions/": {"get"},
+    "/api/v1/businesses/": {"get"},
+    "/api/v1/businesses/{id}/": {"get"},
 }
 
 

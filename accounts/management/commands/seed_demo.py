@@ -3,12 +3,16 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.demo import customer_phone, seed_accounts, staff_phone
+from accounts.demo import CUSTOMER_COUNT, customer_phone, seed_accounts, staff_phone
 from accounts.models import Business, Membership, User
+from loyalty.demo import PURCHASE_COUNT, seed_loyalty
 
 
 class Command(BaseCommand):
-    help = "Load the demo circle: businesses, their staff, customers and a staff superuser."
+    help = (
+        "Load the demo circle: businesses, their staff, customers and a staff superuser; the businesses' "
+        "loyalty programs, months of purchases and customers in every tier."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -16,17 +20,44 @@ class Command(BaseCommand):
             action="store_true",
             help="Seed even with DJANGO_DEBUG off (the demo admin has a known password).",
         )
+        parser.add_argument(
+            "--customers", type=int, default=CUSTOMER_COUNT, help=f"Demo customers (default {CUSTOMER_COUNT})."
+        )
+        parser.add_argument(
+            "--purchases",
+            type=int,
+            default=PURCHASE_COUNT,
+            help=f"About how many demo purchases (default {PURCHASE_COUNT}); only on the first run.",
+        )
 
-    def handle(self, *args, force=False, **options):
+    def handle(self, *args, force=False, customers=CUSTOMER_COUNT, purchases=PURCHASE_COUNT, **options):
         if not settings.DEBUG and not force:
             raise CommandError("seed_demo creates an admin with a known password; with DJANGO_DEBUG off, pass --force.")
-        result = seed_accounts(admin_phone=settings.DEMO_ADMIN_PHONE, admin_password=settings.DEMO_ADMIN_PASSWORD)
+        result = seed_accounts(
+            admin_phone=settings.DEMO_ADMIN_PHONE,
+            admin_password=settings.DEMO_ADMIN_PASSWORD,
+            customer_count=customers,
+        )
+        try:
+            loyalty = seed_loyalty(
+                admin=result["admin"],
+                businesses=result["businesses"],
+                customers=result["customers"],
+                purchases=purchases,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo circle ready: {Business.objects.count()} businesses, "
                 f"{Membership.objects.count()} staff memberships, "
                 f"{User.objects.filter(memberships__isnull=True, is_staff=False).count()} customers."
             )
+        )
+        tiers = ", ".join(f"{name} {count}" for name, count in loyalty["tiers"].items())
+        self.stdout.write(
+            f"  Loyalty{'' if loyalty['created'] else ' (already seeded)'}: {loyalty['purchases']} purchases, "
+            f"{loyalty['in_circulation']} bonuses in circulation; customers per tier: {tiers}."
         )
         self.stdout.write(f"  Admin login:     phone {result['admin'].phone}  password {settings.DEMO_ADMIN_PASSWORD}")
         self.stdout.write(f"  Partner owner:   phone {staff_phone(1, 1)} ({result['businesses'][0].name})")

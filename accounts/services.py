@@ -337,6 +337,22 @@ def verify_otp_code(code_id: CodeId, code: str) -> Tokens:
     return _issue_tokens(user, is_new=is_new)
 
 
+def check_login_code(code_id: CodeId, code: str, *, create_account: bool = True) -> User | None:
+    """Check a right code for a session login (the partner portal) and return its person;
+    the same rules and errors as `verify_otp_code`, but no tokens. With
+    `create_account=False` a phone new to the circle gives None instead of a new account."""
+    phone = _check_code(code_id, code)
+    if create_account:
+        user, _created = get_or_create_customer(phone)
+    else:
+        user = User.objects.filter(phone=phone).first()
+        if user is None:
+            return None
+    if not user.is_active:
+        raise AccountDisabled()
+    return user
+
+
 def get_or_create_customer(phone: str) -> tuple[User, bool]:
     """The customer with this phone, created without a password if the circle has none yet.
 

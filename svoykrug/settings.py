@@ -252,6 +252,14 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("DJANGO_STATIC_ROOT", default="") or str(BASE_DIR / "staticfiles")
 
+# --- Portal ---------------------------------------------------------------------------
+
+# The partner portal's session login; the admin keeps its own login page.
+LOGIN_URL = "/portal/login/"
+STATICFILES_DIRS = [BASE_DIR / "svoykrug" / "static"]
+# `{% load portal %}`: the portal's template tags (money, phones, navigation) live with its frame.
+TEMPLATES[0]["OPTIONS"]["libraries"] = {"portal": "accounts.portal"}
+
 # --- Security ---------------------------------------------------------------------------
 
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)

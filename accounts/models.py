@@ -58,6 +58,7 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(_("active"), default=True)
     date_joined = models.DateTimeField(_("joined"), default=timezone.now)
     deleted_at = models.DateTimeField(_("account closed at"), null=True, blank=True)
+    first_app_login_at = models.DateTimeField(_("first login in the app"), null=True, blank=True, editable=False)
     # Access tokens issued before this moment are refused (logout everywhere, account closed).
     tokens_valid_after = models.DateTimeField(null=True, blank=True, editable=False)
 

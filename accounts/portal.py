@@ -240,7 +240,7 @@ def login_code(request):
     form = CodeForm(_posted(request))
     if request.method == "POST" and form.is_valid():
         try:
-            user = services.check_login_code(pending["code_id"], form.cleaned_data["code"], create_account=False)
+            user = services.check_login_code(pending["code_id"], form.cleaned_data["code"])
         except services.CodeInvalid as exc:
             form.add_error("code", domain_error_message(exc))
         except DomainError as exc:

@@ -329,26 +329,20 @@ def verify_otp_code(code_id: CodeId, code: str) -> Tokens:
         raise AccountDisabled()
     # New is a person logging in for the first time, also when a partner's purchase
     # created the account before: the app then asks for the profile.
-    # The conditional update makes "first" hold for exactly one of parallel logins.
+    # The conditional update makes "first" hold for exactly one of parallel logins; the
+    # portal's session logins do not count, as they never showed the app's profile form.
     now = timezone.now()
-    is_new = User.objects.filter(pk=user.pk, last_login__isnull=True).update(last_login=now) == 1
-    if not is_new:
-        User.objects.filter(pk=user.pk).update(last_login=now)
+    is_new = User.objects.filter(pk=user.pk, first_app_login_at__isnull=True).update(first_app_login_at=now) == 1
+    User.objects.filter(pk=user.pk).update(last_login=now)
     return _issue_tokens(user, is_new=is_new)
 
 
-def check_login_code(code_id: CodeId, code: str, *, create_account: bool = True) -> User | None:
-    """Check a right code for a session login (the partner portal) and return its person;
-    the same rules and errors as `verify_otp_code`, but no tokens. With
-    `create_account=False` a phone new to the circle gives None instead of a new account."""
-    phone = _check_code(code_id, code)
-    if create_account:
-        user, _created = get_or_create_customer(phone)
-    else:
-        user = User.objects.filter(phone=phone).first()
-        if user is None:
-            return None
-    if not user.is_active:
+def check_login_code(code_id: CodeId, code: str) -> User | None:
+    """Check a code for a session login (the partner portal) and return the person with that
+    phone, or None if the circle has nobody with it; the same rules and errors as
+    `verify_otp_code`, but no tokens and no new account."""
+    user = User.objects.filter(phone=_check_code(code_id, code)).first()
+    if user is not None and not user.is_active:
         raise AccountDisabled()
     return user
 

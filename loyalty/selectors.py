@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import Business, User
 from loyalty.models import BonusAccount, BonusLot, LedgerEntry, StatusTier, Transaction
@@ -176,7 +177,7 @@ def clearing_matrix(*, since: datetime, until: datetime, business: Business | No
     return [
         ClearingRow(
             issuer_id=row["lot__business_id"],
-            issuer_name=row["lot__business__name"] or "Свой Круг",
+            issuer_name=row["lot__business__name"] or str(_("Svoy Krug")),
             spender_id=row["business_id"],
             spender_name=row["business__name"],
             amount=-row["spent"],

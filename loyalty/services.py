@@ -157,6 +157,9 @@ def update_program(*, business: Business, changed_by: User | None, **changes) ->
     program = LoyaltyProgram.objects.select_for_update().get(business=business)
     diff = {}
     for field, value in changes.items():
+        model_field = LoyaltyProgram._meta.get_field(field)
+        if getattr(model_field, "decimal_places", None) is not None and value is not None:
+            value = Decimal(value).quantize(Decimal(1).scaleb(-model_field.decimal_places))  # 7.5 → 7.50
         old = getattr(program, field)
         if old != value:
             diff[field] = [_jsonable(old), _jsonable(value)]
@@ -223,10 +226,10 @@ def quote_redemption(*, business: Business, phone: str, amount: Decimal) -> Deci
     """How much of a check of `amount` this phone's bonuses can pay at this business now."""
     from accounts.phones import normalize_phone
 
-    user = User.objects.filter(phone=normalize_phone(phone), is_active=True).first()
-    if user is None:
+    account = BonusAccount.objects.filter(user__phone=normalize_phone(phone), user__is_active=True).first()
+    if account is None:
         return ZERO
-    return max_redeemable(account=get_account(user), business=business, check_amount=amount)
+    return max_redeemable(account=account, business=business, check_amount=amount)
 
 
 def _consume_lots(

@@ -209,7 +209,7 @@ def test_right_code_logs_in_and_creates_the_account(api_client, sms):
 
 @pytest.mark.django_db
 def test_returning_customer_is_not_new(api_client, sms):
-    existing = User.objects.create_user(phone=PHONE, last_login=timezone.now())
+    existing = User.objects.create_user(phone=PHONE, first_app_login_at=timezone.now())
     code_id = request_code(api_client).json()["code_id"]
 
     body = verify(api_client, code_id, sms.last_code()).json()
@@ -498,3 +498,14 @@ def test_parallel_requests_from_one_client_never_exceed_the_hourly_limit(sms, se
     assert sum(isinstance(o, services.OtpChallenge) for o in outcomes) == 10
     assert sum(isinstance(o, services.ClientHourlyLimit) for o in outcomes) == 10
     assert len(sms.sent) == 10
+
+
+@pytest.mark.django_db
+def test_a_portal_login_does_not_make_the_first_app_login_old(api_client, sms):
+    """Staff who used the partner portal (a session login) still get the app's profile form."""
+    User.objects.create_user(phone=PHONE, last_login=timezone.now())
+    code_id = request_code(api_client).json()["code_id"]
+
+    body = verify(api_client, code_id, sms.last_code()).json()
+
+    assert body["user"]["is_new"] is True

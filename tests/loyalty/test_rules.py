@@ -144,7 +144,7 @@ def test_a_phone_new_to_the_circle_gets_an_account(cafe):
     result = services.record_transaction(business=cafe, phone="8 999 777-66-55", external_id="p1", amount=D(200))
 
     assert result.transaction.customer.phone == "+79997776655"
-    assert result.transaction.customer.last_login is None
+    assert result.transaction.customer.first_app_login_at is None
     assert result.balance == D("10.00")
 
 
@@ -518,3 +518,14 @@ def test_postgres_refuses_to_change_or_delete_ledger_entries(cafe, customer):
     with pytest.raises(IntegrityError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM loyalty_ledgerentry")
     assert LedgerEntry.objects.get().amount == D("50.00")
+
+
+def test_program_history_records_amounts_as_stored(cafe):
+    services.update_program(business=cafe, changed_by=None, accrual_rate=D("7.5"))
+
+    assert ProgramChange.objects.get().changes == {"accrual_rate": ["5.00", "7.50"]}
+
+
+def test_a_quote_creates_no_account(cafe, customer):
+    assert services.quote_redemption(business=cafe, phone=customer.phone, amount=D(100)) == D("0.00")
+    assert not BonusAccount.objects.filter(user=customer).exists()

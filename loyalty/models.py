@@ -235,6 +235,8 @@ class BonusAccount(models.Model):
     tier = models.ForeignKey(StatusTier, on_delete=models.PROTECT, null=True, blank=True, related_name="accounts")
     spend_365 = models.DecimalField(_("spend over 365 days"), **MONEY)
     tier_updated_at = models.DateTimeField(null=True, blank=True)
+    # Set by the first purchase in the circle: the one that earns a welcome bonus.
+    first_purchase_at = models.DateTimeField(_("first purchase"), null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

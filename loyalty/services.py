@@ -126,8 +126,12 @@ def get_account(user: User) -> BonusAccount:
 def _lock_account(user: User) -> BonusAccount:
     """Lock the customer's account row for the rest of the transaction: the one lock helper
     every bonus write goes through, so writes to one account serialise."""
-    get_account(user)
-    return BonusAccount.objects.select_for_update(of=("self",)).select_related("tier").get(user=user)
+    locked = BonusAccount.objects.select_for_update(of=("self",)).select_related("tier")
+    try:
+        return locked.get(user=user)
+    except BonusAccount.DoesNotExist:
+        get_account(user)
+        return locked.get(user=user)
 
 
 def get_program(business: Business) -> LoyaltyProgram:
@@ -387,9 +391,9 @@ def apply_bonus_redemption(
     return True
 
 
-def _redeem(*, account, amount, business, key, transaction, check_amount, at, coupon_discount=ZERO):
+def _redeem(*, account, amount, business, key, transaction, check_amount, at, coupon_discount=ZERO, program=None):
     if check_amount is not None:
-        program = get_program(business)
+        program = program or get_program(business)
         cap = percent_of(max(check_amount - coupon_discount, ZERO), redeem_share(program, account.tier))
         if amount > cap:
             raise RedemptionOverLimit(extra={"max_redeemable": str(min(cap, spendable_balance(account, at)))})
@@ -470,93 +474,89 @@ def record_transaction(
     if not customer.is_active:
         raise InvalidPurchase(_("This customer's account is closed."))
 
-    with transaction.atomic():
-        account = _lock_account(customer)
-        program = get_program(business)
-        tier = account.tier
-        try:
-            with transaction.atomic():
-                purchase = Transaction.objects.create(
-                    business=business,
-                    customer=customer,
-                    external_id=external_id,
-                    source=source,
-                    gross_amount=amount,
-                    bonuses_redeemed=redeem,
-                    coupon_discount=coupon_discount,
-                    paid_amount=amount - redeem - coupon_discount,
-                    occurred_at=occurred_at,
-                    tier=tier,
-                    request_digest=digest,
-                    recorded_by=recorded_by,
-                )
-        except IntegrityError:
-            # A parallel request with the same id committed first, while we waited for the lock.
-            existing = Transaction.objects.filter(business=business, external_id=external_id).first()
-            if existing is None:
-                raise  # some other constraint: a bug, not a retry
-            return _replay_purchase(existing, digest)
-
-        if redeem > 0:
-            _redeem(
-                account=account,
-                amount=redeem,
+    try:
+        with transaction.atomic():
+            account = _lock_account(customer)
+            program = get_program(business)
+            tier = account.tier
+            paid = amount - redeem - coupon_discount
+            accrued = percent_of(paid, accrual_rate(program, tier))
+            # A duplicate id fails this INSERT and rolls the whole block back (see below).
+            purchase = Transaction.objects.create(
                 business=business,
-                key=f"txn:{purchase.pk}",
-                transaction=purchase,
-                check_amount=amount,
+                customer=customer,
+                external_id=external_id,
+                source=source,
+                gross_amount=amount,
+                bonuses_redeemed=redeem,
                 coupon_discount=coupon_discount,
-                at=now,
-            )
-
-        accrued = calculate_bonus(purchase)
-        # Bonuses live from the purchase, not from when a CRM got round to reporting it.
-        expires_at = occurred_at + timedelta(days=program.bonus_lifetime_days)
-        spendable_from = min(occurred_at + timedelta(days=program.hold_days), expires_at - timedelta(seconds=1))
-        if accrued > 0:
-            _credit(
-                account=account,
-                amount=accrued,
-                kind=LedgerEntry.Kind.ACCRUAL,
-                key=f"accrual:{purchase.pk}",
-                issuer=business,
-                business=business,
-                spendable_from=spendable_from,
-                expires_at=expires_at,
-                at=now,
-                transaction=purchase,
+                paid_amount=paid,
+                bonuses_accrued=accrued,
+                occurred_at=occurred_at,
                 tier=tier,
+                request_digest=digest,
+                recorded_by=recorded_by,
             )
-            purchase.bonuses_accrued = accrued
-            purchase.save(update_fields=["bonuses_accrued"])
-            account.lifetime_earned += accrued
+            if redeem > 0:
+                _redeem(
+                    account=account,
+                    amount=redeem,
+                    business=business,
+                    program=program,
+                    key=f"txn:{purchase.pk}",
+                    transaction=purchase,
+                    check_amount=amount,
+                    coupon_discount=coupon_discount,
+                    at=now,
+                )
+            if accrued > 0:
+                # Bonuses live from the purchase, not from when a CRM got round to reporting it.
+                expires_at = occurred_at + timedelta(days=program.bonus_lifetime_days)
+                _credit(
+                    account=account,
+                    amount=accrued,
+                    kind=LedgerEntry.Kind.ACCRUAL,
+                    key=f"accrual:{purchase.pk}",
+                    issuer=business,
+                    business=business,
+                    spendable_from=min(
+                        occurred_at + timedelta(days=program.hold_days), expires_at - timedelta(seconds=1)
+                    ),
+                    expires_at=expires_at,
+                    at=now,
+                    transaction=purchase,
+                    tier=tier,
+                )
+                account.lifetime_earned += accrued
 
-        if program.is_active and program.welcome_bonus > 0 and _is_first_purchase(customer, purchase):
-            _credit(
-                account=account,
-                amount=program.welcome_bonus,
-                kind=LedgerEntry.Kind.WELCOME,
-                key=f"welcome:{customer.pk}",
-                issuer=business,
-                business=business,
-                spendable_from=now,
-                expires_at=now + timedelta(days=program.bonus_lifetime_days),
-                at=now,
-                transaction=purchase,
-                tier=tier,
-            )
-            account.lifetime_earned += program.welcome_bonus
+            is_first = account.first_purchase_at is None
+            if is_first:
+                account.first_purchase_at = occurred_at
+            if is_first and program.is_active and program.welcome_bonus > 0:
+                _credit(
+                    account=account,
+                    amount=program.welcome_bonus,
+                    kind=LedgerEntry.Kind.WELCOME,
+                    key=f"welcome:{customer.pk}",
+                    issuer=business,
+                    business=business,
+                    spendable_from=now,
+                    expires_at=now + timedelta(days=program.bonus_lifetime_days),
+                    at=now,
+                    transaction=purchase,
+                    tier=tier,
+                )
+                account.lifetime_earned += program.welcome_bonus
 
-        _refresh_tier(account, now)
-        account.save()
+            _refresh_tier(account, now)
+            account.save()
+    except IntegrityError:
+        # A parallel request with the same id committed first, while we waited for the lock.
+        existing = Transaction.objects.filter(business=business, external_id=external_id).first()
+        if existing is None:
+            raise  # some other constraint: a bug, not a retry
+        return _replay_purchase(existing, digest)
     return PurchaseResult(transaction=purchase, created=True, balance=account.balance, tier=account.tier)
-
-
-def _is_first_purchase(customer: User, purchase: Transaction) -> bool:
-    return (
-        not Transaction.objects.filter(customer=customer).exclude(pk=purchase.pk).exists()
-        and not LedgerEntry.objects.filter(idempotency_key=f"welcome:{customer.pk}").exists()
-    )
 
 
 def _replay_purchase(existing: Transaction, digest: str) -> PurchaseResult:
@@ -765,7 +765,7 @@ def adjust_balance(
 # --- Tiers --------------------------------------------------------------------------------
 
 
-def spend_over_year(user: User, at: datetime | None = None) -> Decimal:
+def spend_over_year(user: User | uuid.UUID, at: datetime | None = None) -> Decimal:
     """Money the customer paid at all partners over the last 365 days, net of refunds."""
     at = at or timezone.now()
     total = Transaction.objects.filter(customer=user, occurred_at__gt=at - timedelta(days=365)).aggregate(
@@ -775,7 +775,7 @@ def spend_over_year(user: User, at: datetime | None = None) -> Decimal:
 
 
 def _refresh_tier(account: BonusAccount, at: datetime) -> None:
-    account.spend_365 = spend_over_year(account.user, at)
+    account.spend_365 = spend_over_year(account.user_id, at)
     tier = _tier_for_spend(account.spend_365)
     if tier != account.tier:
         account.tier = tier

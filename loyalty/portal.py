@@ -175,13 +175,19 @@ def _program_page(request, form: ProgramForm, status: int = 200):
     for change in history:
         change.rows = [
             (_field_label(field), _shown(values[0]), _shown(values[1]))
-            for field, values in change.changes.items()
+            # In the form's order: a JSON column does not keep the keys' order on PostgreSQL.
+            for field, values in sorted(change.changes.items(), key=lambda item: _field_order(item[0]))
             if isinstance(values, list | tuple) and len(values) == 2
         ]
     if not request.can_manage:
         for field in form.fields.values():
             field.disabled = True
     return render(request, "portal/loyalty/program.html", {"form": form, "history": history}, status=status)
+
+
+def _field_order(field: str) -> int:
+    fields = services.PROGRAM_FIELDS
+    return fields.index(field) if field in fields else len(fields)
 
 
 def _field_label(field: str) -> str:
@@ -205,14 +211,6 @@ def _shown(value) -> str:
     return str(value)
 
 
-def _to_places(field: str, value):
-    """`7.5` → `7.50` for a decimal field, so the history records what the table stores."""
-    if isinstance(value, Decimal):
-        places = LoyaltyProgram._meta.get_field(field).decimal_places
-        return value.quantize(Decimal(1).scaleb(-places))
-    return value
-
-
 def _current_program(business) -> LoyaltyProgram:
     # Reading must not create the program: a missing one shows the default terms.
     return LoyaltyProgram.objects.filter(business=business).first() or LoyaltyProgram(business=business)
@@ -231,7 +229,7 @@ def program(request):
 def program_update(request):
     form = ProgramForm(request.POST, instance=_current_program(request.business))
     if form.is_valid():
-        changes = {field: _to_places(field, form.cleaned_data[field]) for field in services.PROGRAM_FIELDS}
+        changes = {field: form.cleaned_data[field] for field in services.PROGRAM_FIELDS}
         try:
             services.update_program(business=request.business, changed_by=request.user, **changes)
         except ValidationError as exc:

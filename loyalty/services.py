@@ -872,9 +872,12 @@ def check_bonus_expiration(now: datetime | None = None) -> list[uuid.UUID]:
                            'expiry:' || CAST(id AS VARCHAR(20)), NULL, '', %s
                     FROM {lot_table}
                     WHERE account_id IN ({id_list}) AND remaining > 0 AND expires_at <= %s
+                    RETURNING account_id
                     """,  # noqa: S608 - ids are integers from the database, never user input
                     [at, at],
                 )
+                # A parallel run may have expired these lots while this one waited for the locks.
+                expired_accounts = {row[0] for row in cursor.fetchall()}
             expired = (
                 BonusLot.objects.filter(account_id=OuterRef("pk"), remaining__gt=0, expires_at__lte=now)
                 .values("account_id")
@@ -890,18 +893,8 @@ def check_bonus_expiration(now: datetime | None = None) -> list[uuid.UUID]:
                 )
             )
             BonusLot.objects.filter(account_id__in=ids, remaining__gt=0, expires_at__lte=now).update(remaining=ZERO)
-            affected.extend(user_id for _pk, user_id in locked)
+            affected.extend(user_id for pk, user_id in locked if pk in expired_accounts)
             last_id = ids[-1]
-
-
-def expiring_soon(account: BonusAccount, *, within_days: int = 30, at: datetime | None = None) -> list[BonusLot]:
-    """The account's open lots that expire within `within_days`, soonest first."""
-    at = at or timezone.now()
-    return list(
-        account.lots.filter(remaining__gt=0, expires_at__gt=at, expires_at__lte=at + timedelta(days=within_days))
-        .select_related("business")
-        .order_by("expires_at")
-    )
 
 
 # --- Birthdays ----------------------------------------------------------------------------

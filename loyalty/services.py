@@ -548,7 +548,11 @@ def record_transaction(
                 )
                 account.lifetime_earned += program.welcome_bonus
 
-            _refresh_tier(account, now)
+            # The purchase adds its money to the year's spend; purchases that age out of
+            # the 365 days are taken off by the nightly recompute_all_tiers.
+            if occurred_at > now - timedelta(days=365):
+                account.spend_365 += paid
+            _set_tier(account, now)
             account.save()
     except IntegrityError:
         # A parallel request with the same id committed first, while we waited for the lock.
@@ -776,6 +780,10 @@ def spend_over_year(user: User | uuid.UUID, at: datetime | None = None) -> Decim
 
 def _refresh_tier(account: BonusAccount, at: datetime) -> None:
     account.spend_365 = spend_over_year(account.user_id, at)
+    _set_tier(account, at)
+
+
+def _set_tier(account: BonusAccount, at: datetime) -> None:
     tier = _tier_for_spend(account.spend_365)
     if tier != account.tier:
         account.tier = tier

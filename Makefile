@@ -33,6 +33,7 @@ run: install
 	$(BIN)/python manage.py seed_demo
 	@echo ""
 	@echo "Svoy Krug is starting on http://$(HOST):$(PORT)/"
+	@echo "  Portal:    http://$(HOST):$(PORT)/portal/   (partner staff: phone + SMS code from this log)"
 	@echo "  Admin:     http://$(HOST):$(PORT)/admin/"
 	@echo "  API docs:  http://$(HOST):$(PORT)/api/docs/"
 	@echo "  Health:    http://$(HOST):$(PORT)/readyz"

@@ -180,11 +180,13 @@ def fill_expired_lots() -> None:
 
 
 def time_expiry() -> None:
+    from django.utils import timezone
+
     from loyalty.models import BonusLot
     from loyalty.selectors import ledger_mismatches
     from loyalty.services import check_bonus_expiration
 
-    open_lots = BonusLot.objects.filter(remaining__gt=0, expires_at__lte=time.strftime("%Y-%m-%d")).count()
+    open_lots = BonusLot.objects.filter(remaining__gt=0, expires_at__lte=timezone.now()).count()
     started = time.perf_counter()
     affected = check_bonus_expiration()
     elapsed = time.perf_counter() - started

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from svoykrug import health
@@ -9,6 +10,7 @@ admin.site.site_title = "Svoy Krug admin"
 admin.site.index_title = "Operations"
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/portal/", permanent=False)),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "anymail",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -211,6 +212,44 @@ SMSRU_SENDER = env.str("SMSRU_SENDER", default="")
 SMSRU_TEST_MODE = env.bool("SMSRU_TEST_MODE", default=False)
 SMSRU_CONNECT_TIMEOUT_SECONDS = env.float("SMSRU_CONNECT_TIMEOUT_SECONDS", default=3.0)
 SMSRU_READ_TIMEOUT_SECONDS = env.float("SMSRU_READ_TIMEOUT_SECONDS", default=10.0)
+
+# --- Push (FCM through firebase-admin) and email (anymail) -----------------------------
+
+# Path to a Firebase service-account JSON file; empty: pushes are logged, not sent.
+FCM_CREDENTIALS_FILE = env.str("FCM_CREDENTIALS_FILE", default="")
+FCM_PROJECT_ID = env.str("FCM_PROJECT_ID", default="")
+# Any anymail ESP: "sendgrid" (the default), "mailgun", "postmark", ... with its key below.
+EMAIL_ESP = env.str("EMAIL_ESP", default="") or "sendgrid"
+EMAIL_ESP_API_KEY = env.str("EMAIL_ESP_API_KEY", default="")
+SENDGRID_API_URL = env.str("SENDGRID_API_URL", default="") or "https://api.sendgrid.com/v3/"
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="") or "Свой Круг <noreply@svoykrug.example>"
+if EMAIL_ESP_API_KEY:
+    EMAIL_BACKEND = f"anymail.backends.{EMAIL_ESP}.EmailBackend"
+else:
+    # No key: emails are written to the log instead of being sent.
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+ANYMAIL = {
+    f"{EMAIL_ESP.upper()}_API_KEY": EMAIL_ESP_API_KEY,
+    "SENDGRID_API_URL": SENDGRID_API_URL,
+    "SENDGRID_GENERATE_MESSAGE_ID": True,
+    # "user:password" that the ESP's event webhook sends with basic auth.
+    "WEBHOOK_SECRET": env.str("EMAIL_WEBHOOK_SECRET", default="") or None,
+}
+# Anymail no longer officially supports SendGrid (it still works); the check would warn at every start.
+SILENCED_SYSTEM_CHECKS = ["anymail.W003"]
+
+# --- Notifications --------------------------------------------------------------------------
+
+# SMS costs money: past this many roubles of SMS a day, only login codes are sent.
+SMS_DAILY_SPEND_CAP_RUB = env.int("SMS_DAILY_SPEND_CAP_RUB", default=2000)
+# What one SMS is counted at against the cap (SMS.ru's price for Russia, roughly).
+SMS_PRICE_RUB = env.float("SMS_PRICE_RUB", default=5.0)
+# Marketing pushes and SMS wait for the morning in the customer's time zone.
+NOTIFY_QUIET_HOURS_START = env.str("NOTIFY_QUIET_HOURS_START", default="22:00")
+NOTIFY_QUIET_HOURS_END = env.str("NOTIFY_QUIET_HOURS_END", default="09:00")
+# How many times a provider's temporary error is retried, with exponential backoff from this many seconds.
+NOTIFY_MAX_RETRIES = env_positive_int("NOTIFY_MAX_RETRIES", 5)
+NOTIFY_RETRY_BACKOFF_SECONDS = env_positive_int("NOTIFY_RETRY_BACKOFF_SECONDS", 30)
 
 # --- API ------------------------------------------------------------------------------
 

@@ -554,6 +554,12 @@ def record_transaction(
                 account.spend_365 += paid
             _set_tier(account, now)
             account.save()
+            _tell_about_purchase(
+                purchase,
+                account,
+                welcome=program.welcome_bonus if is_first and program.is_active else ZERO,
+                tier_before=tier,
+            )
     except IntegrityError:
         # A parallel request with the same id committed first, while we waited for the lock.
         existing = Transaction.objects.filter(business=business, external_id=external_id).first()
@@ -561,6 +567,48 @@ def record_transaction(
             raise  # some other constraint: a bug, not a retry
         return _replay_purchase(existing, digest)
     return PurchaseResult(transaction=purchase, created=True, balance=account.balance, tier=account.tier)
+
+
+def _tell_about_purchase(purchase: Transaction, account: BonusAccount, *, welcome: Decimal, tier_before) -> None:
+    """After commit, tell the customer what the purchase did: welcome, bonuses spent and
+    earned, a new tier. Each message at most once per purchase."""
+    from notifications.services import notify_after_commit
+
+    base = {"business_name": purchase.business.name, "balance": str(account.balance)}
+    event = f"txn:{purchase.pk}"
+    if welcome > 0:
+        notify_after_commit(
+            user_id=account.user_id, kind="welcome", context={**base, "amount": str(welcome)}, event_key=event
+        )
+    if purchase.bonuses_redeemed > 0:
+        notify_after_commit(
+            user_id=account.user_id,
+            kind="bonus_spent",
+            context={**base, "amount": str(purchase.bonuses_redeemed)},
+            event_key=event,
+        )
+    if purchase.bonuses_accrued > 0:
+        notify_after_commit(
+            user_id=account.user_id,
+            kind="bonus_accrued",
+            context={**base, "amount": str(purchase.bonuses_accrued)},
+            event_key=event,
+        )
+    _tell_about_tier(account, tier_before, event_key=event)
+
+
+def _tell_about_tier(account: BonusAccount, tier_before, *, event_key: str) -> None:
+    from notifications.services import notify_after_commit
+
+    if account.tier_id == (tier_before.pk if tier_before else None) or account.tier is None:
+        return
+    is_upgrade = tier_before is None or account.tier.threshold > tier_before.threshold
+    notify_after_commit(
+        user_id=account.user_id,
+        kind="tier_changed",
+        context={"tier_name": account.tier.name, "is_upgrade": is_upgrade},
+        event_key=event_key,
+    )
 
 
 def _replay_purchase(existing: Transaction, digest: str) -> PurchaseResult:
@@ -903,6 +951,35 @@ def check_bonus_expiration(now: datetime | None = None) -> list[uuid.UUID]:
             BonusLot.objects.filter(account_id__in=ids, remaining__gt=0, expires_at__lte=now).update(remaining=ZERO)
             affected.extend(user_id for pk, user_id in locked if pk in expired_accounts)
             last_id = ids[-1]
+
+
+def remind_expiring_bonuses(days: int, at: datetime | None = None) -> int:
+    """Tell each customer, in one message, which of their bonuses expire `days` days from
+    now (the lots expiring during that day, with amounts and dates). Safe to run twice a
+    day: the message's key is the customer, the day and the horizon. Returns customers told."""
+    from notifications.services import notify_after_commit
+
+    at = at or timezone.now()
+    day = timezone.localdate(at) + timedelta(days=days)
+    start = timezone.make_aware(datetime.combine(day, datetime.min.time()))
+    lots = (
+        BonusLot.objects.filter(remaining__gt=0, expires_at__gte=start, expires_at__lt=start + timedelta(days=1))
+        .select_related("account")
+        .order_by("account_id", "expires_at")
+    )
+    batches: dict = {}
+    for lot in lots:
+        batches.setdefault(lot.account.user_id, []).append(
+            {"amount": str(lot.remaining), "date": timezone.localtime(lot.expires_at).strftime("%d.%m.%Y")}
+        )
+    for user_id, items in batches.items():
+        notify_after_commit(
+            user_id=user_id,
+            kind="bonus_expiring",
+            context={"days": days, "batches": items},
+            event_key=f"expiring:{day.isoformat()}:{days}",
+        )
+    return len(batches)
 
 
 # --- Birthdays ----------------------------------------------------------------------------

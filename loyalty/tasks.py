@@ -22,3 +22,9 @@ def recompute_tiers() -> int:
 def grant_birthday_bonuses() -> int:
     """Daily: birthday bonuses of today. Returns how many were granted."""
     return services.grant_birthday_bonuses()
+
+
+@shared_task(name="loyalty.tasks.remind_expiring_bonuses")
+def remind_expiring_bonuses() -> int:
+    """Daily: one message per customer whose bonuses expire in 7 days, one for 1 day."""
+    return services.remind_expiring_bonuses(7) + services.remind_expiring_bonuses(1)

@@ -11,6 +11,14 @@ class NotificationsConfig(AppConfig):
     def ready(self):
         checks.register(check_sms_configured, checks.Tags.security, deploy=True)
 
+        # Anymail's webhook reports email delivery only through its signal: one tiny receiver
+        # hands each event to notifications.delivery.record_email_event.
+        from anymail.signals import tracking
+
+        from notifications.delivery import on_anymail_tracking
+
+        tracking.connect(on_anymail_tracking, dispatch_uid="notifications.email_tracking")
+
 
 def check_sms_configured(app_configs, **kwargs):
     if settings.DEBUG or settings.SMSRU_API_ID:

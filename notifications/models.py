@@ -70,6 +70,7 @@ class NotificationLog(models.Model):
 
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")
+        SENDING = "sending", _("Sending")
         SENT = "sent", _("Sent")
         DELIVERED = "delivered", _("Delivered")
         FAILED = "failed", _("Failed")
@@ -88,6 +89,7 @@ class NotificationLog(models.Model):
     idempotency_key = models.CharField(max_length=300, unique=True)
     subject = models.CharField(_("subject"), max_length=300, blank=True)
     body = models.TextField(_("text"), blank=True)
+    html = models.TextField(_("HTML (email)"), blank=True)
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     send_after = models.DateTimeField(_("send after"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)

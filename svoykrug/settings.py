@@ -144,6 +144,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Messages have their own queue, so a burst of them never delays the ledger's nightly work.
+CELERY_TASK_ROUTES = {"notifications.tasks.*": {"queue": "notifications"}}
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "flush-expired-tokens": {"task": "accounts.tasks.flush_expired_tokens", "schedule": crontab(hour=3, minute=30)},
@@ -151,6 +153,8 @@ CELERY_BEAT_SCHEDULE = {
     "expire-bonuses": {"task": "loyalty.tasks.expire_bonuses", "schedule": crontab(hour=21, minute=10)},
     "recompute-tiers": {"task": "loyalty.tasks.recompute_tiers", "schedule": crontab(hour=21, minute=40)},
     "birthday-bonuses": {"task": "loyalty.tasks.grant_birthday_bonuses", "schedule": crontab(hour=6, minute=0)},
+    "expiry-reminders": {"task": "loyalty.tasks.remind_expiring_bonuses", "schedule": crontab(hour=7, minute=0)},
+    "due-notifications": {"task": "notifications.tasks.send_due_notifications", "schedule": crontab()},
 }
 
 # --- Auth: phone login ------------------------------------------------------------------
@@ -218,6 +222,8 @@ SMSRU_READ_TIMEOUT_SECONDS = env.float("SMSRU_READ_TIMEOUT_SECONDS", default=10.
 # Path to a Firebase service-account JSON file; empty: pushes are logged, not sent.
 FCM_CREDENTIALS_FILE = env.str("FCM_CREDENTIALS_FILE", default="")
 FCM_PROJECT_ID = env.str("FCM_PROJECT_ID", default="")
+# Seconds firebase-admin waits for Google's token endpoint and for each FCM call (its httpTimeout).
+FCM_TIMEOUT_SECONDS = env.float("FCM_TIMEOUT_SECONDS", default=10.0)
 # Any anymail ESP: "sendgrid" (the default), "mailgun", "postmark", ... with its key below.
 EMAIL_ESP = env.str("EMAIL_ESP", default="") or "sendgrid"
 EMAIL_ESP_API_KEY = env.str("EMAIL_ESP_API_KEY", default="")
@@ -234,6 +240,8 @@ ANYMAIL = {
     "SENDGRID_GENERATE_MESSAGE_ID": True,
     # "user:password" that the ESP's event webhook sends with basic auth.
     "WEBHOOK_SECRET": env.str("EMAIL_WEBHOOK_SECRET", default="") or None,
+    # Seconds to wait for the ESP's API (connect and read); past it the send is a temporary error.
+    "REQUESTS_TIMEOUT": env.float("EMAIL_TIMEOUT_SECONDS", default=10.0),
 }
 # Anymail no longer officially supports SendGrid (it still works); the check would warn at every start.
 SILENCED_SYSTEM_CHECKS = ["anymail.W003"]

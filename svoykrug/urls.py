@@ -17,6 +17,9 @@ urlpatterns = [
     path("portal/", include("svoykrug.portal_urls")),
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("loyalty.urls")),
+    path("api/v1/", include("notifications.urls")),
+    # Email delivery events from the ESP: SendGrid posts to /anymail/sendgrid/tracking/.
+    path("anymail/", include("anymail.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api-schema"),
     path(
         "api/docs/",

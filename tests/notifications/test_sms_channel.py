@@ -21,6 +21,9 @@ from notifications.channels.sms import (
 PHONE = "+79991234567"
 TEXT = "Ваш код входа: 1234. Никому его не сообщайте."
 
+# The service functions log every SMS they send in the database.
+pytestmark = pytest.mark.django_db
+
 
 @pytest.fixture
 def closed_port_url():

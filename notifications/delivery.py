@@ -9,6 +9,7 @@ NotificationsConfig.ready(); it hands each event to `record_email_event`, which 
 import logging
 from datetime import datetime
 
+from django.db.models import Q
 from django.utils import timezone
 
 from notifications.models import NotificationLog
@@ -31,7 +32,12 @@ _REASON_MAX_LENGTH = NotificationLog._meta.get_field("reason").max_length
 
 
 def record_email_event(
-    *, message_id: str | None, event_type: str, description: str | None, timestamp: datetime | None
+    *,
+    message_id: str | None,
+    event_type: str,
+    description: str | None,
+    timestamp: datetime | None,
+    notification_id: str | None = None,
 ) -> int:
     """Apply one ESP event to the email NotificationLog row(s) with this provider_message_id.
 
@@ -40,12 +46,19 @@ def record_email_event(
     move, so a delivered row never goes back and a repeated event changes nothing. Other event types
     and unknown message ids are ignored. Returns the number of rows changed.
     """
-    if not message_id or message_id in _PLACEHOLDER_IDS:
+    match = Q()
+    if message_id and message_id not in _PLACEHOLDER_IDS:
+        match |= Q(provider_message_id=message_id)
+    if notification_id and str(notification_id).isdigit():
+        # Our own id, sent as metadata: finds the row even when the event outruns the
+        # worker that is still saving the provider's id.
+        match |= Q(pk=int(notification_id))
+    if not match:
         return 0
     now = timezone.now()
-    rows = NotificationLog.objects.filter(
-        channel=NotificationLog.Channel.EMAIL, provider_message_id=message_id
-    ).exclude(status__in=_FINAL_STATUSES)
+    rows = NotificationLog.objects.filter(match, channel=NotificationLog.Channel.EMAIL).exclude(
+        status__in=_FINAL_STATUSES
+    )
     if event_type in DELIVERED_EVENTS:
         changed = rows.update(status=NotificationLog.Status.DELIVERED, delivered_at=timestamp or now, updated_at=now)
     elif event_type in FAILED_EVENTS:
@@ -71,4 +84,5 @@ def on_anymail_tracking(sender, event, esp_name, **kwargs) -> None:
         # SendGrid: the receiving server's answer for bounces; for drops, anymail's reject reason.
         description=event.mta_response or event.description or event.reject_reason or "",
         timestamp=event.timestamp,
+        notification_id=(event.metadata or {}).get("notification_id"),
     )

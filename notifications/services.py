@@ -345,9 +345,9 @@ def deliver(log_id: int) -> str:
         logger.exception("Notification %s failed unexpectedly", log.pk)
         NotificationLog.objects.filter(pk=log.pk).update(status=Status.FAILED, reason=f"error: {exc}"[:500])
         return "failed"
-    NotificationLog.objects.filter(pk=log.pk).update(
-        status=Status.SENT, provider_message_id=provider_id[:200], sent_at=timezone.now(), reason=""
-    )
+    NotificationLog.objects.filter(pk=log.pk).update(provider_message_id=provider_id[:200], sent_at=timezone.now())
+    # A delivery report may have arrived already and said more than "sent": keep it.
+    NotificationLog.objects.filter(pk=log.pk, status=Status.SENDING).update(status=Status.SENT, reason="")
     return "sent"
 
 

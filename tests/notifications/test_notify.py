@@ -391,3 +391,38 @@ def test_smsru_callback_checks_the_hash_and_marks_delivery(client, customer, sms
     assert (answered.status_code, answered.content) == (200, b"100")
     log.refresh_from_db()
     assert log.status == "delivered"
+
+
+def test_an_email_report_that_outruns_the_worker_is_kept(customer, monkeypatch):
+    """The ESP's "delivered" webhook arrives while deliver() still waits for the send to return."""
+    from notifications.channels.email import EmailReceipt
+    from notifications.delivery import record_email_event
+
+    def send_and_report_at_once(**message):
+        record_email_event(
+            message_id="esp-1",
+            event_type="delivered",
+            description="",
+            timestamp=None,
+            notification_id=message["metadata"]["notification_id"],
+        )
+        return EmailReceipt(provider="sendgrid", message_id="esp-1", status="queued")
+
+    monkeypatch.setattr("notifications.channels.email.send_email_message", send_and_report_at_once)
+    customer.email = "olga@example.ru"
+    customer.save()
+    (log,) = services.notify(customer, "tier_changed", {"tier_name": "Gold", "is_upgrade": True}, event_key="e1")
+
+    assert services.deliver(log.pk) == "sent"
+
+    log.refresh_from_db()
+    assert (log.status, log.provider_message_id) == ("delivered", "esp-1")
+
+
+def test_deploy_check_warns_about_a_missing_email_webhook_secret(settings):
+    from django.core import checks
+
+    settings.EMAIL_ESP_API_KEY = "SG.key"
+    settings.ANYMAIL = {**settings.ANYMAIL, "WEBHOOK_SECRET": None}
+
+    assert "notifications.W002" in [m.id for m in checks.run_checks(include_deployment_checks=True)]

@@ -73,3 +73,16 @@ def tiers(db):
     seeding = importlib.import_module("loyalty.migrations.0002_seed_tiers_and_guard_ledger")
     seeding.seed_tiers(apps, None)
     return {tier.name: tier for tier in StatusTier.objects.all()}
+
+
+@pytest.fixture(autouse=True)
+def _celery_eager(request):
+    """Tasks run in the test's own process, whatever broker REDIS_URL names; a test marked
+    `celery_worker` talks to a real worker instead."""
+    from svoykrug.celery import app
+
+    eager = not request.node.get_closest_marker("celery_worker")
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = eager
+    yield
+    app.conf.task_always_eager = previous

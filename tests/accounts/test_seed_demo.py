@@ -40,3 +40,17 @@ def test_seed_demo_refuses_in_production_unless_forced(settings, tiers):
 
     call_command("seed_demo", force=True, **SMALL)
     assert Business.objects.exists()
+
+
+@pytest.mark.django_db
+def test_seed_demo_gives_customers_devices_and_messages(settings, tiers):
+    from notifications.models import Device, NotificationLog
+
+    settings.DEBUG = True
+    call_command("seed_demo", customers=30, purchases=60)
+    first = (Device.objects.count(), NotificationLog.objects.count())
+    call_command("seed_demo", customers=30, purchases=60)
+
+    assert first[0] == 12
+    assert NotificationLog.objects.filter(kind="promotion").exists()
+    assert (Device.objects.count(), NotificationLog.objects.count()) == first

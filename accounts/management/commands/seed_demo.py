@@ -6,12 +6,13 @@ from django.core.management.base import BaseCommand, CommandError
 from accounts.demo import CUSTOMER_COUNT, customer_phone, seed_accounts, staff_phone
 from accounts.models import Business, Membership, User
 from loyalty.demo import PURCHASE_COUNT, seed_loyalty
+from notifications.demo import seed_notifications
 
 
 class Command(BaseCommand):
     help = (
         "Load the demo circle: businesses, their staff, customers and a staff superuser; the businesses' "
-        "loyalty programs, months of purchases and customers in every tier."
+        "loyalty programs, months of purchases and customers in every tier; devices and notifications."
     )
 
     def add_arguments(self, parser):
@@ -47,6 +48,7 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
+        notifications = seed_notifications(result["customers"])
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo circle ready: {Business.objects.count()} businesses, "
@@ -58,6 +60,9 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  Loyalty{'' if loyalty['created'] else ' (already seeded)'}: {loyalty['purchases']} purchases, "
             f"{loyalty['in_circulation']} bonuses in circulation; customers per tier: {tiers}."
+        )
+        self.stdout.write(
+            f"  Notifications: {notifications['devices']} devices, {notifications['messages']} messages in the log."
         )
         self.stdout.write(f"  Admin login:     phone {result['admin'].phone}  password {settings.DEMO_ADMIN_PASSWORD}")
         self.stdout.write(f"  Partner owner:   phone {staff_phone(1, 1)} ({result['businesses'][0].name})")

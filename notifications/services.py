@@ -329,8 +329,10 @@ def deliver(log_id: int) -> str:
             provider_id = _deliver_email(log)
     except TemporaryFailure as exc:
         final = log.attempts >= settings.NOTIFY_MAX_RETRIES
+        # The sweeper (send_due_notifications) honours the same backoff as the task's retry.
+        backoff = timedelta(seconds=settings.NOTIFY_RETRY_BACKOFF_SECONDS * 2 ** (log.attempts - 1))
         NotificationLog.objects.filter(pk=log.pk).update(
-            status=Status.FAILED if final else Status.QUEUED, reason=str(exc)[:500]
+            status=Status.FAILED if final else Status.QUEUED, reason=str(exc)[:500], send_after=timezone.now() + backoff
         )
         if final:
             return "failed"

@@ -26,7 +26,7 @@ def deliver_notification(self, log_id: int) -> str:
     try:
         return services.deliver(log_id)
     except services.TemporaryFailure as exc:
-        countdown = settings.NOTIFY_RETRY_BACKOFF_SECONDS * 2**self.request.retries
+        countdown = settings.NOTIFY_RETRY_BACKOFF_SECONDS * 2**self.request.retries  # as deliver() set send_after
         if self.request.is_eager:
             # Without a broker there is nobody to retry later: the row stays queued and
             # send_due_notifications offers it again.

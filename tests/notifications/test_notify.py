@@ -237,6 +237,8 @@ def test_a_temporary_failure_is_retried_and_then_given_up(customer, sms, setting
         services.deliver(log.pk)
     log.refresh_from_db()
     assert (log.status, log.attempts) == ("queued", 1)
+    assert log.send_after > timezone.now() + timedelta(seconds=settings.NOTIFY_RETRY_BACKOFF_SECONDS - 5)
+    assert log.pk not in services.due_notifications()  # the backoff holds for the sweeper too
     assert services.deliver(log.pk) == "failed"
     log.refresh_from_db()
     assert (log.status, log.reason, log.attempts) == ("failed", "SMS.ru did not answer in time.", 2)

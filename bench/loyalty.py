@@ -1,6 +1,7 @@
 """Loyalty speed on the production shape: gunicorn on PostgreSQL, driven over HTTP.
 
-1. Purchases: starts gunicorn against a fresh PostgreSQL database, then posts purchases
+1. Purchases: starts gunicorn against a fresh PostgreSQL database (and Redis as the
+   broker of the notifications each purchase queues), then posts purchases
    from many customers to the partner API from parallel clients (keep-alive sessions) and
    reports purchases per second and p50/p99 latency.
 2. Expiry: fills the same database with 1,000,000 expired lots (and their ledger entries,
@@ -34,6 +35,9 @@ CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "2000"))
 LOTS = int(os.environ.get("BENCH_LOTS", "1000000"))
 LOT_ACCOUNTS = int(os.environ.get("BENCH_LOT_ACCOUNTS", "100000"))
 PORT = int(os.environ.get("BENCH_PORT", "8765"))
+# The production shape: notifications go to a Redis broker (nobody consumes them here; the
+# database is emptied afterwards). Set BENCH_REDIS_URL= (empty) to run tasks inline instead.
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 os.environ.update(
     {
@@ -41,7 +45,7 @@ os.environ.update(
         "DJANGO_SECRET_KEY": "bench-only-secret-key-0123456789abcdef",
         "DJANGO_SETTINGS_MODULE": "svoykrug.settings",
         "LOG_LEVEL": "WARNING",
-        "REDIS_URL": "",
+        "REDIS_URL": REDIS_URL,
         "SMSRU_API_ID": "",
     }
 )
@@ -208,6 +212,10 @@ def main():
     finally:
         server.terminate()
         server.wait()
+        if REDIS_URL:
+            import redis
+
+            redis.Redis.from_url(REDIS_URL).flushdb()
     fill_expired_lots()
     time_expiry()
 

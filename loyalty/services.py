@@ -570,45 +570,23 @@ def record_transaction(
 
 
 def _tell_about_purchase(purchase: Transaction, account: BonusAccount, *, welcome: Decimal, tier_before) -> None:
-    """After commit, tell the customer what the purchase did: welcome, bonuses spent and
-    earned, a new tier. Each message at most once per purchase."""
+    """After commit, tell the customer what the purchase did (welcome, bonuses spent and
+    earned, a new tier), in one task. Each message at most once per purchase."""
     from notifications.services import notify_after_commit
 
     base = {"business_name": purchase.business.name, "balance": str(account.balance)}
-    event = f"txn:{purchase.pk}"
+    messages = []
     if welcome > 0:
-        notify_after_commit(
-            user_id=account.user_id, kind="welcome", context={**base, "amount": str(welcome)}, event_key=event
-        )
+        messages.append(("welcome", {**base, "amount": str(welcome)}))
     if purchase.bonuses_redeemed > 0:
-        notify_after_commit(
-            user_id=account.user_id,
-            kind="bonus_spent",
-            context={**base, "amount": str(purchase.bonuses_redeemed)},
-            event_key=event,
-        )
+        messages.append(("bonus_spent", {**base, "amount": str(purchase.bonuses_redeemed)}))
     if purchase.bonuses_accrued > 0:
-        notify_after_commit(
-            user_id=account.user_id,
-            kind="bonus_accrued",
-            context={**base, "amount": str(purchase.bonuses_accrued)},
-            event_key=event,
-        )
-    _tell_about_tier(account, tier_before, event_key=event)
-
-
-def _tell_about_tier(account: BonusAccount, tier_before, *, event_key: str) -> None:
-    from notifications.services import notify_after_commit
-
-    if account.tier_id == (tier_before.pk if tier_before else None) or account.tier is None:
-        return
-    is_upgrade = tier_before is None or account.tier.threshold > tier_before.threshold
-    notify_after_commit(
-        user_id=account.user_id,
-        kind="tier_changed",
-        context={"tier_name": account.tier.name, "is_upgrade": is_upgrade},
-        event_key=event_key,
-    )
+        messages.append(("bonus_accrued", {**base, "amount": str(purchase.bonuses_accrued)}))
+    if account.tier is not None and account.tier_id != (tier_before.pk if tier_before else None):
+        is_upgrade = tier_before is None or account.tier.threshold > tier_before.threshold
+        messages.append(("tier_changed", {"tier_name": account.tier.name, "is_upgrade": is_upgrade}))
+    if messages:
+        notify_after_commit(user_id=account.user_id, messages=messages, event_key=f"txn:{purchase.pk}")
 
 
 def _replay_purchase(existing: Transaction, digest: str) -> PurchaseResult:
@@ -975,8 +953,7 @@ def remind_expiring_bonuses(days: int, at: datetime | None = None) -> int:
     for user_id, items in batches.items():
         notify_after_commit(
             user_id=user_id,
-            kind="bonus_expiring",
-            context={"days": days, "batches": items},
+            messages=[("bonus_expiring", {"days": days, "batches": items})],
             event_key=f"expiring:{day.isoformat()}:{days}",
         )
     return len(batches)

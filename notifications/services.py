@@ -263,17 +263,18 @@ def _log(user, channel, recipient, kind, event_key, *, status=Status.QUEUED, rea
         return None
 
 
-def notify_after_commit(*, user_id, kind: str, context: dict, event_key: str) -> None:
-    """Notify once the current transaction commits, in a task: a notification never slows,
-    blocks or fails the write that caused it."""
+def notify_after_commit(*, user_id, messages: list[tuple[str, dict]], event_key: str) -> None:
+    """Notify about one event once the current transaction commits, in one task: a
+    notification never slows, blocks or fails the write that caused it. `messages` are
+    (kind, context) pairs; contexts must be JSON (amounts as strings)."""
 
     def enqueue():
         from notifications.tasks import notify_event
 
         try:
-            notify_event.delay(str(user_id), kind, context, event_key)
+            notify_event.delay(str(user_id), [list(message) for message in messages], event_key)
         except Exception:  # a broker outage must not surface in the purchase that committed
-            logger.exception("Could not enqueue %s for %s", kind, user_id)
+            logger.exception("Could not enqueue %s for %s", [kind for kind, _context in messages], user_id)
 
     transaction.on_commit(enqueue)
 

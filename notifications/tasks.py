@@ -9,12 +9,13 @@ from notifications import services
 
 
 @shared_task(name="notifications.tasks.notify_event")
-def notify_event(user_id: str, kind: str, context: dict, event_key: str) -> int:
-    """Decide and queue the messages of one event (see services.notify). Returns how many."""
+def notify_event(user_id: str, messages: list, event_key: str) -> int:
+    """Decide and queue the messages of one event, given as [kind, context] pairs (see
+    services.notify). Returns how many were queued or recorded."""
     user = User.objects.filter(pk=user_id).first()
     if user is None:
         return 0
-    return len(services.notify(user, kind, context, event_key=event_key))
+    return sum(len(services.notify(user, kind, context, event_key=event_key)) for kind, context in messages)
 
 
 @shared_task(

@@ -240,6 +240,8 @@ ANYMAIL = {
     "SENDGRID_GENERATE_MESSAGE_ID": True,
     # "user:password" that the ESP's event webhook sends with basic auth.
     "WEBHOOK_SECRET": env.str("EMAIL_WEBHOOK_SECRET", default="") or None,
+    # SendGrid's signed event webhook: the public key from its settings (base64); checked when set.
+    "SENDGRID_TRACKING_WEBHOOK_VERIFICATION_KEY": env.str("SENDGRID_WEBHOOK_VERIFICATION_KEY", default="") or None,
     # Seconds to wait for the ESP's API (connect and read); past it the send is a temporary error.
     "REQUESTS_TIMEOUT": env.float("EMAIL_TIMEOUT_SECONDS", default=10.0),
 }

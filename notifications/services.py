@@ -291,8 +291,13 @@ def _enqueue(log_ids: list[int]) -> None:
 
 def due_notifications(at: datetime | None = None, *, older_than_seconds: int = 60) -> list[int]:
     """Queued messages whose time has come: past their quiet hours, or left behind by a
-    broker outage (queued over a minute ago)."""
+    broker outage (queued over a minute ago). A message stuck in "sending" longer than
+    NOTIFY_STALE_SENDING_MINUTES (its worker died) is queued again first: at least once
+    beats never."""
     at = at or timezone.now()
+    NotificationLog.objects.filter(
+        status=Status.SENDING, updated_at__lt=at - timedelta(minutes=settings.NOTIFY_STALE_SENDING_MINUTES)
+    ).update(status=Status.QUEUED, reason="queued again: the worker sending it stopped")
     return list(
         NotificationLog.objects.filter(status=Status.QUEUED)
         .filter(
@@ -316,7 +321,7 @@ def deliver(log_id: int) -> str:
     (queued → sending), so two workers never send it twice; no lock is held while the
     provider is called. Raises TemporaryFailure when a retry may succeed."""
     claimed = NotificationLog.objects.filter(pk=log_id, status=Status.QUEUED).update(
-        status=Status.SENDING, attempts=F("attempts") + 1
+        status=Status.SENDING, attempts=F("attempts") + 1, updated_at=timezone.now()
     )
     if not claimed:
         return "not queued"

@@ -260,6 +260,8 @@ NOTIFY_QUIET_HOURS_END = env.str("NOTIFY_QUIET_HOURS_END", default="09:00")
 # How many times a provider's temporary error is retried, with exponential backoff from this many seconds.
 NOTIFY_MAX_RETRIES = env_positive_int("NOTIFY_MAX_RETRIES", 5)
 NOTIFY_RETRY_BACKOFF_SECONDS = env_positive_int("NOTIFY_RETRY_BACKOFF_SECONDS", 30)
+# A message "sending" this long lost its worker and is queued again.
+NOTIFY_STALE_SENDING_MINUTES = env_positive_int("NOTIFY_STALE_SENDING_MINUTES", 10)
 
 # --- API ------------------------------------------------------------------------------
 

@@ -428,3 +428,15 @@ def test_deploy_check_warns_about_a_missing_email_webhook_secret(settings):
     settings.ANYMAIL = {**settings.ANYMAIL, "WEBHOOK_SECRET": None}
 
     assert "notifications.W002" in [m.id for m in checks.run_checks(include_deployment_checks=True)]
+
+
+def test_a_message_whose_worker_died_is_sent_again(customer, sms):
+    (log,) = services.notify(customer, "bonus_expiring", {"days": 1, "batches": []}, event_key="e1")
+    NotificationLog.objects.filter(pk=log.pk).update(status="sending")
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=9)):
+        assert log.pk not in services.due_notifications()
+    with time_machine.travel(timezone.now() + timedelta(minutes=11)):
+        assert log.pk in services.due_notifications()
+        assert services.deliver(log.pk) == "sent"
+    assert len(sms.sent) == 1

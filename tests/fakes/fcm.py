@@ -27,7 +27,6 @@ import base64
 import copy
 import itertools
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +36,8 @@ from urllib.parse import parse_qs, urlsplit
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+
+from tests.fakes.server import FakeServer
 
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "fcm"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -214,11 +215,16 @@ class _Server(ThreadingHTTPServer):
         pass  # a client that hung up is not a test failure; assertions are on .requests
 
 
-class FakeFcm:
+class FakeFcm(FakeServer):
     """Start with `.start()`, stop with `.stop()`. `.requests` is everything received, in order of
     arrival; `.token_requests` and `.message_requests` split it by endpoint."""
 
+    server_class = _Server
+    handler_class = _Handler
+    name = "fake-fcm"
+
     def __init__(self, *, public_key=None, client_email: str = "", slow_delay: float = 1.0):
+        super().__init__()
         self.public_key = public_key
         self.client_email = client_email
         self.slow_delay = slow_delay
@@ -226,17 +232,7 @@ class FakeFcm:
         self.requests: list[RecordedRequest] = []
         self.issued_tokens: list[str] = []
         self.assertion_claims: list[dict] = []
-        self.lock = threading.Lock()
-        self.release = threading.Event()  # set on stop so a slow answer does not outlive the test
         self._names = itertools.count()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "the fake FCM server is not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def token_uri(self) -> str:
@@ -266,26 +262,3 @@ class FakeFcm:
         with self.lock:
             n = next(self._names)
         return f"projects/{project}/messages/{prefix}:{int(number) + n}%{suffix}"
-
-    def start(self) -> "FakeFcm":
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="fake-fcm", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "FakeFcm":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()

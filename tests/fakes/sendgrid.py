@@ -18,10 +18,11 @@ Any other path or method → 404.
 
 import contextlib
 import json
-import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from tests.fakes.server import FakeServer
 
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "sendgrid"
 MAIL_SEND_PATH = "/v3/mail/send"
@@ -133,47 +134,19 @@ class _Server(ThreadingHTTPServer):
         pass  # a client that hung up is not a test failure; assertions are on .requests
 
 
-class FakeSendGrid:
+class FakeSendGrid(FakeServer):
     """Start with `.start()`, stop with `.stop()`; `.api_url` is the SENDGRID_API_URL to configure
     (`http://127.0.0.1:<port>/v3/`), `.requests` what was received."""
 
+    server_class = _Server
+    handler_class = _Handler
+    name = "fake-sendgrid"
+
     def __init__(self, *, slow_delay: float = 1.0):
+        super().__init__()
         self.slow_delay = slow_delay
         self.requests: list[RecordedRequest] = []
-        self.lock = threading.Lock()
-        self.release = threading.Event()  # set on stop so a slow answer does not outlive the test
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "the fake SendGrid server is not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def api_url(self) -> str:
         return f"{self.url}/v3/"
-
-    def start(self) -> "FakeSendGrid":
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="fake-sendgrid", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "FakeSendGrid":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()

@@ -2,6 +2,8 @@
 absent, and fail instead under REQUIRE_SERVICES=1 (CI)."""
 
 import os
+import re
+from dataclasses import dataclass, field
 
 import pytest
 from django.conf import settings
@@ -86,3 +88,31 @@ def _celery_eager(request):
     app.conf.task_always_eager = eager
     yield
     app.conf.task_always_eager = previous
+
+
+@dataclass
+class RecordingSmsBackend:
+    """Stands in for the SMS provider: keeps what would have been sent, or fails on demand."""
+
+    sent: list[tuple[str, str]] = field(default_factory=list)
+    fail_with: Exception | None = None
+    name: str = "recording"
+
+    def send(self, phone: str, text: str):
+        from notifications.channels.sms import SmsReceipt
+
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.sent.append((phone, text))
+        return SmsReceipt(provider=self.name, message_id=f"sms-{len(self.sent)}")
+
+    def last_code(self) -> str:
+        return re.search(r"\d{4,}", self.sent[-1][1]).group(0)
+
+
+@pytest.fixture
+def sms(monkeypatch):
+    """SMS are recorded, not sent: `sms.sent`, `sms.last_code()`, `sms.fail_with = SmsError(...)`."""
+    backend = RecordingSmsBackend()
+    monkeypatch.setattr("notifications.services.get_sms_backend", lambda: backend)
+    return backend

@@ -1,36 +1,7 @@
-import re
-from dataclasses import dataclass, field
-
 import pytest
 from django.core.cache import cache
 
 from accounts.phones import normalize_phone
-from notifications.channels.sms import SmsReceipt
-
-
-@dataclass
-class RecordingSmsBackend:
-    """Stands in for the SMS provider: keeps what would have been sent, or fails on demand."""
-
-    sent: list[tuple[str, str]] = field(default_factory=list)
-    fail_with: Exception | None = None
-    name: str = "recording"
-
-    def send(self, phone: str, text: str) -> SmsReceipt:
-        if self.fail_with is not None:
-            raise self.fail_with
-        self.sent.append((phone, text))
-        return SmsReceipt(provider=self.name, message_id=str(len(self.sent)))
-
-    def last_code(self) -> str:
-        return re.search(r"\d{4,}", self.sent[-1][1]).group(0)
-
-
-@pytest.fixture
-def sms(monkeypatch):
-    backend = RecordingSmsBackend()
-    monkeypatch.setattr("notifications.services.get_sms_backend", lambda: backend)
-    return backend
 
 
 @pytest.fixture

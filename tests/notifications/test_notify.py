@@ -13,24 +13,11 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from loyalty import services as loyalty
 from notifications import services
 from notifications.channels.push import PushOutcome
-from notifications.channels.sms import SmsReceipt, SmsTemporaryError
+from notifications.channels.sms import SmsTemporaryError
 from notifications.models import Device, NotificationLog
 from tests.factories import BusinessFactory, LoyaltyProgramFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
-
-
-class FakeSms:
-    name = "fake"
-
-    def __init__(self):
-        self.sent, self.fail_with = [], None
-
-    def send(self, phone, text):
-        if self.fail_with:
-            raise self.fail_with
-        self.sent.append((phone, text))
-        return SmsReceipt(provider="fake", message_id=f"sms-{len(self.sent)}")
 
 
 class FakePush:
@@ -40,13 +27,6 @@ class FakePush:
     def send(self, tokens, title, body, data=None):
         self.sent.append((tokens, title, body))
         return [self.outcome or PushOutcome(token=t, ok=True, message_id=f"push-{len(self.sent)}") for t in tokens]
-
-
-@pytest.fixture
-def sms(monkeypatch):
-    fake = FakeSms()
-    monkeypatch.setattr("notifications.services.get_sms_backend", lambda: fake)
-    return fake
 
 
 @pytest.fixture

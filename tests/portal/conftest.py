@@ -1,9 +1,7 @@
 """Fixtures of the partner portal's tests: two businesses with their staff, a client that
 speaks English (the msgids) unless a test asks for Russian, and SMS that are recorded."""
 
-import re
 import uuid
-from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pytest
@@ -13,27 +11,7 @@ from accounts.models import Membership
 from accounts.portal import SESSION_BUSINESS
 from loyalty import services
 from loyalty.models import Transaction
-from notifications.channels.sms import SmsReceipt
 from tests.factories import BusinessFactory, LoyaltyProgramFactory, MembershipFactory, UserFactory
-
-
-@dataclass
-class RecordingSmsBackend:
-    sent: list[tuple[str, str]] = field(default_factory=list)
-
-    def send(self, phone: str, text: str) -> SmsReceipt:
-        self.sent.append((phone, text))
-        return SmsReceipt(provider="recording", message_id=str(len(self.sent)))
-
-    def last_code(self) -> str:
-        return re.search(r"\d{4,}", self.sent[-1][1]).group(0)
-
-
-@pytest.fixture
-def sms(monkeypatch):
-    backend = RecordingSmsBackend()
-    monkeypatch.setattr("notifications.services.get_sms_backend", lambda: backend)
-    return backend
 
 
 @pytest.fixture

@@ -300,25 +300,25 @@ def test_a_purchase_tells_about_welcome_spending_earning_and_a_new_tier(
 
 def test_expiry_reminders_list_every_batch_once_per_customer(customer, sms, tiers, django_capture_on_commit_callbacks):
     business = LoyaltyProgramFactory(business=BusinessFactory(), bonus_lifetime_days=30).business
-    now = timezone.now()
-    for index, hours in enumerate([1, 5]):
-        loyalty.record_transaction(
-            business=business,
-            customer=customer,
-            external_id=f"p{index}",
-            amount=Decimal(1000),
-            occurred_at=now - timedelta(days=23) + timedelta(hours=hours),
-        )
+    with time_machine.travel(datetime(2026, 11, 26, 9, 0, tzinfo=UTC), tick=False):  # noon in Moscow
+        now = timezone.now()
+        for index, hours in enumerate([1, 5]):  # both expire on 3 December, at 13:00 and 17:00
+            loyalty.record_transaction(
+                business=business,
+                customer=customer,
+                external_id=f"p{index}",
+                amount=Decimal(1000),
+                occurred_at=now - timedelta(days=23) + timedelta(hours=hours),
+            )
 
-    with django_capture_on_commit_callbacks(execute=True):
-        told = loyalty.remind_expiring_bonuses(7)
-    with django_capture_on_commit_callbacks(execute=True):
-        loyalty.remind_expiring_bonuses(7)
+        with django_capture_on_commit_callbacks(execute=True):
+            told = loyalty.remind_expiring_bonuses(7)
+        with django_capture_on_commit_callbacks(execute=True):
+            loyalty.remind_expiring_bonuses(7)
 
     assert told == 1
     reminders = [text for _phone, text in sms.sent if "сгорят" in text]
-    assert len(reminders) == 1
-    assert reminders[0].count("50.00 бонусов сгорят") == 2
+    assert reminders == ["Свой Круг: 50.00 бонусов сгорят 03.12.2026; 50.00 бонусов сгорят 03.12.2026."]
 
 
 # --- API and the SMS.ru callback --------------------------------------------------------------------

@@ -10,6 +10,7 @@ from django.db import connection
 from loyalty import services
 from loyalty.models import BonusAccount, LedgerEntry, Transaction
 from loyalty.selectors import ledger_mismatches
+from svoykrug.exceptions import DomainError
 from tests.factories import ApiKeyFactory, BusinessFactory, LoyaltyProgramFactory, UserFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -139,7 +140,7 @@ def test_purchases_refunds_and_expiry_in_parallel_keep_the_books(shop):
 
     outcomes = run_parallel(60, act)
 
-    unexpected = [o for o in outcomes if isinstance(o, Exception) and not isinstance(o, services.DomainError)]
+    unexpected = [o for o in outcomes if isinstance(o, Exception) and not isinstance(o, DomainError)]
     assert unexpected == []
     assert ledger_mismatches() == []
     assert BonusAccount.objects.get(user=customer).balance >= 0

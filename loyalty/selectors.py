@@ -2,7 +2,7 @@
 portal, admin). Business-scoped reads take the business as a required argument."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from django.db.models import Count, F, Max, Q, QuerySet, Sum
@@ -35,9 +35,7 @@ class AccountSummary:
     expiries: list[Expiry]
 
 
-def account_summary(
-    user: User, *, at: datetime | None = None, expiries_within_days: int | None = None
-) -> AccountSummary:
+def account_summary(user: User, *, at: datetime | None = None) -> AccountSummary:
     """Everything the customer's card shows: balance, what can be spent now and what is still
     on hold, the tier, the next tier and the spend it still needs, and each coming expiry
     (one per batch, soonest first)."""
@@ -68,13 +66,7 @@ def account_summary(
     next_tier = StatusTier.objects.filter(threshold__gt=account.spend_365).order_by("threshold").first()
     expiries = [
         Expiry(amount=lot.remaining, expires_at=lot.expires_at, business_name=lot.business.name if lot.business else "")
-        for lot in (
-            open_lots.filter(expires_at__lte=at + timedelta(days=expiries_within_days))
-            if expiries_within_days
-            else open_lots
-        )
-        .select_related("business")
-        .order_by("expires_at", "id")
+        for lot in open_lots.select_related("business").order_by("expires_at", "id")
     ]
     return AccountSummary(
         balance=account.balance,
@@ -144,11 +136,6 @@ def business_customers(*, business: Business, phone: str | None = None) -> Query
     )
 
 
-def business_customer(*, business: Business, phone: str) -> User | None:
-    """One customer of this partner by exact phone, or None if they never bought here."""
-    return business_customers(business=business).filter(phone=phone).first()
-
-
 @dataclass(frozen=True)
 class ClearingRow:
     issuer_id: object
@@ -185,10 +172,6 @@ def clearing_matrix(*, since: datetime, until: datetime, business: Business | No
         for row in rows
         if row["spent"]
     ]
-
-
-def open_lots(account: BonusAccount) -> QuerySet[BonusLot]:
-    return account.lots.filter(remaining__gt=0).select_related("business").order_by("expires_at")
 
 
 @dataclass(frozen=True)

@@ -178,12 +178,14 @@ def notify(user: User, kind: str, context: dict, *, event_key: str) -> list[Noti
         logs.append(_log(user, channel, recipient, kind, event_key, status=Status.SKIPPED, reason=reason))
 
     if not user.is_active:
-        return logs
+        return []
+    refusal = None
     if not getattr(prefs, spec.category):
-        skip(Channel.PUSH, "-", f"the customer turned off {spec.category}")
-        return [log for log in logs if log]
-    if spec.marketing and not user.marketing_consent:
-        skip(Channel.PUSH, "-", "no marketing consent")
+        refusal = f"the customer turned off {spec.category}"
+    elif spec.marketing and not user.marketing_consent:
+        refusal = "no marketing consent"
+    if refusal:
+        skip(Channel.PUSH, "-", refusal)
         return [log for log in logs if log]
     send_after = quiet_until(prefs, now) if spec.marketing else None
 

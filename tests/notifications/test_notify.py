@@ -420,3 +420,30 @@ def test_a_message_whose_worker_died_is_sent_again(customer, sms):
         assert log.pk in services.due_notifications()
         assert services.deliver(log.pk) == "sent"
     assert len(sms.sent) == 1
+
+
+# --- The catalogue's direct sends ---------------------------------------------------------------------
+
+
+def test_send_push_reaches_active_devices_and_drops_unregistered_ones(customer, push):
+    services.register_device(user=customer, token="tok-a", platform="android")
+
+    assert services.send_push(customer.pk, "Привет", "Текст") is True
+    assert push.sent == [(["tok-a"], "Привет", "Текст")]
+
+    push.outcome = PushOutcome(token="tok-a", ok=False, error="gone", unregistered=True)
+    assert services.send_push(customer.pk, "Привет", "Текст") is False
+    assert Device.objects.get(token="tok-a").is_active is False
+    assert services.send_push(customer.pk, "Привет", "Текст") is False  # no active device left
+    assert len(push.sent) == 2
+
+
+def test_send_email_renders_a_template_and_says_whether_it_went(settings, mailoutbox, monkeypatch):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+    sent = services.send_email("olga@example.ru", "tier_changed", {"tier_name": "Gold", "is_upgrade": True})
+    refused = services.send_email("not an address", "tier_changed", {"tier_name": "Gold", "is_upgrade": True})
+
+    assert (sent, refused) == (True, False)
+    (mail,) = mailoutbox
+    assert (mail.to, mail.subject) == (["olga@example.ru"], "Ваш статус в Своём Круге: Gold")

@@ -130,6 +130,11 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "svoykrug"}}
 
+# Uploaded files (CSV imports waiting for the worker). Web and worker must share it:
+# one host's disk, or a shared volume, or object storage through Django's STORAGES.
+MEDIA_ROOT = env.str("MEDIA_ROOT", default="") or str(VAR_DIR / "media")
+MEDIA_URL = "/media/"  # never served: uploads are private
+
 # clickhouse://user:password@host:9000/database; empty means chDB in-process under var/.
 CLICKHOUSE_URL = env.str("CLICKHOUSE_URL", default="")
 HEALTHCHECK_TIMEOUT_SECONDS = env_positive_int("HEALTHCHECK_TIMEOUT_SECONDS", 3)
@@ -155,6 +160,9 @@ CELERY_BEAT_SCHEDULE = {
     "birthday-bonuses": {"task": "loyalty.tasks.grant_birthday_bonuses", "schedule": crontab(hour=6, minute=0)},
     "expiry-reminders": {"task": "loyalty.tasks.remind_expiring_bonuses", "schedule": crontab(hour=7, minute=0)},
     "due-notifications": {"task": "notifications.tasks.send_due_notifications", "schedule": crontab()},
+    # Every active integration is synced when its interval is up (INTEGRATIONS_SYNC_INTERVAL_MINUTES).
+    "crm-sync": {"task": "integrations.tasks.sync_due_integrations", "schedule": crontab(minute="*/5")},
+    "crm-webhook-cleanup": {"task": "integrations.tasks.delete_old_webhooks", "schedule": crontab(hour=2, minute=20)},
 }
 
 # --- Auth: phone login ------------------------------------------------------------------
@@ -207,6 +215,56 @@ LOYALTY_ADJUSTMENT_LIFETIME_DAYS = env_positive_int("LOYALTY_ADJUSTMENT_LIFETIME
 LOYALTY_BATCH_ACCOUNTS = env_positive_int("LOYALTY_BATCH_ACCOUNTS", 2000)
 # Page size of the mobile app's histories.
 API_PAGE_SIZE = env_positive_int("API_PAGE_SIZE", 50)
+
+# --- CRM integrations -------------------------------------------------------------------
+
+# Fernet keys (comma-separated, newest first) that encrypt integrations' credentials at rest;
+# older keys still decrypt, so a key is rotated by putting the new one first. Empty: a key
+# derived from DJANGO_SECRET_KEY (fine for development; `check --deploy` warns).
+INTEGRATIONS_ENCRYPTION_KEYS = env.list("INTEGRATIONS_ENCRYPTION_KEYS", default=[])
+# Base URLs of the providers' APIs (tests point them at local fakes). amoCRM, 1C and a
+# clinic's Renovatio host can also be set per integration.
+YCLIENTS_BASE_URL = (env.str("YCLIENTS_BASE_URL", default="") or "https://api.yclients.com/api/v1").rstrip("/")
+IIKO_BASE_URL = (env.str("IIKO_BASE_URL", default="") or "https://api-ru.iiko.services").rstrip("/")
+RENOVATIO_BASE_URL = (env.str("RENOVATIO_BASE_URL", default="") or "https://app.rnova.org").rstrip("/")
+# YCLIENTS' partner token (one per platform, issued by YCLIENTS to Svoy Krug).
+YCLIENTS_PARTNER_TOKEN = env.str("YCLIENTS_PARTNER_TOKEN", default="")
+# amoCRM integration (OAuth2 client) registered by Svoy Krug.
+AMOCRM_CLIENT_ID = env.str("AMOCRM_CLIENT_ID", default="")
+AMOCRM_CLIENT_SECRET = env.str("AMOCRM_CLIENT_SECRET", default="")
+AMOCRM_REDIRECT_URI = env.str("AMOCRM_REDIRECT_URI", default="")
+# Each HTTP call to a provider: seconds to connect and to read; retries on timeouts and 5xx
+# with exponential backoff from this many seconds.
+INTEGRATIONS_CONNECT_TIMEOUT_SECONDS = env.float("INTEGRATIONS_CONNECT_TIMEOUT_SECONDS", default=5.0)
+INTEGRATIONS_READ_TIMEOUT_SECONDS = env.float("INTEGRATIONS_READ_TIMEOUT_SECONDS", default=30.0)
+INTEGRATIONS_HTTP_RETRIES = env.int("INTEGRATIONS_HTTP_RETRIES", default=3)
+INTEGRATIONS_HTTP_BACKOFF_SECONDS = env.float("INTEGRATIONS_HTTP_BACKOFF_SECONDS", default=1.0)
+# Requests per second to one provider account (YCLIENTS allows 5, amoCRM 7).
+INTEGRATIONS_RATE_LIMITS = {
+    "yclients": env_positive_int("YCLIENTS_REQUESTS_PER_SECOND", 5),
+    "iiko": env_positive_int("IIKO_REQUESTS_PER_SECOND", 5),
+    "amocrm": env_positive_int("AMOCRM_REQUESTS_PER_SECOND", 7),
+    "onec": env_positive_int("ONEC_REQUESTS_PER_SECOND", 5),
+    "renovatio": env_positive_int("RENOVATIO_REQUESTS_PER_SECOND", 3),
+}
+# Minutes between scheduled syncs, and how far behind the watermark each sync looks again
+# (records changed while the last sync ran, clocks that disagree).
+INTEGRATIONS_SYNC_INTERVAL_MINUTES = env_positive_int("INTEGRATIONS_SYNC_INTERVAL_MINUTES", 15)
+INTEGRATIONS_SYNC_OVERLAP_MINUTES = env_positive_int("INTEGRATIONS_SYNC_OVERLAP_MINUTES", 30)
+# A first sync reaches this many days back.
+INTEGRATIONS_FIRST_SYNC_DAYS = env_positive_int("INTEGRATIONS_FIRST_SYNC_DAYS", 30)
+# Consecutive failed syncs after which an integration is degraded, then failing (owners are told).
+INTEGRATIONS_DEGRADED_AFTER = env_positive_int("INTEGRATIONS_DEGRADED_AFTER", 3)
+INTEGRATIONS_FAILING_AFTER = env_positive_int("INTEGRATIONS_FAILING_AFTER", 10)
+# Raw webhook bodies are kept this long, then deleted; larger bodies are refused (413).
+INTEGRATIONS_WEBHOOK_RETENTION_DAYS = env_positive_int("INTEGRATIONS_WEBHOOK_RETENTION_DAYS", 30)
+INTEGRATIONS_WEBHOOK_MAX_BYTES = env_positive_int("INTEGRATIONS_WEBHOOK_MAX_BYTES", 1_000_000)
+# CSV imports of a partner's history: rows per database batch, the largest upload the
+# portal takes, how old a purchase may be, and how many rejected rows a report lists.
+IMPORT_BATCH_ROWS = env_positive_int("IMPORT_BATCH_ROWS", 2000)
+IMPORT_MAX_UPLOAD_MB = env_positive_int("IMPORT_MAX_UPLOAD_MB", 50)
+IMPORT_MAX_AGE_DAYS = env_positive_int("IMPORT_MAX_AGE_DAYS", 3 * 365)
+IMPORT_REPORT_MAX_ERRORS = env_positive_int("IMPORT_REPORT_MAX_ERRORS", 1000)
 
 # --- SMS ------------------------------------------------------------------------------
 

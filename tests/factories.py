@@ -55,3 +55,21 @@ class ApiKeyFactory:
         from accounts.services import create_api_key
 
         return create_api_key(business=business or BusinessFactory(), name=name)
+
+
+class CRMIntegrationFactory(factory.django.DjangoModelFactory):
+    """`CRMIntegrationFactory(provider="yclients", config={...}, credentials={...})`;
+    the credentials are encrypted as the model stores them."""
+
+    class Meta:
+        model = "integrations.CRMIntegration"
+
+    business = factory.SubFactory(BusinessFactory)
+    provider = "yclients"
+    config = factory.LazyFunction(dict)
+
+    @factory.post_generation
+    def credentials(obj, create, extracted, **kwargs):
+        obj.credentials = extracted or {}
+        if create:
+            obj.save(update_fields=["credentials_encrypted"])

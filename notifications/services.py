@@ -38,7 +38,7 @@ Status = NotificationLog.Status
 class Kind:
     """A kind of message: the preference that governs it and the channels it may use."""
 
-    category: str  # a boolean field of NotificationPreferences
+    category: str | None  # a boolean field of NotificationPreferences; None: a service message for partner staff
     push: bool = True
     sms: bool = False  # SMS costs money: only where the message matters without the app
     email: bool = True
@@ -52,6 +52,8 @@ KINDS = {
     "bonus_expiring": Kind("bonus_updates", sms=True),
     "tier_changed": Kind("bonus_updates"),
     "promotion": Kind("promotions", sms=True, marketing=True),
+    # To a business's owners: their CRM stopped reaching the circle.
+    "integration_failing": Kind(None, sms=True),
 }
 
 
@@ -180,7 +182,7 @@ def notify(user: User, kind: str, context: dict, *, event_key: str) -> list[Noti
     if not user.is_active:
         return []
     refusal = None
-    if not getattr(prefs, spec.category):
+    if spec.category and not getattr(prefs, spec.category):
         refusal = f"the customer turned off {spec.category}"
     elif spec.marketing and not user.marketing_consent:
         refusal = "no marketing consent"

@@ -200,6 +200,15 @@ class Provider:
         """Fetch what a webhook left out of an event marked `needs_details`."""
         return event
 
+    def register_webhook(self, url: str) -> bool:
+        """Tell the CRM to send its webhooks to `url`, where its API allows it; False where
+        the partner pastes the URL into the CRM by hand."""
+        return False
+
+    def on_connect(self, form_data: dict) -> None:
+        """Called once when the partner saves the connect form, with every field the form
+        took (secrets included): a provider that swaps a one-time code for tokens does it here."""
+
     def save_credentials(self, **changes) -> None:
         """Store changed credentials (a rotated OAuth token) encrypted, under a row lock so
         that two workers refreshing at once do not lose one another's token."""

@@ -23,6 +23,7 @@ from loyalty.services.errors import (
     TransactionNotFound,
 )
 from loyalty.services.expiry import check_bonus_expiration, remind_expiring_bonuses
+from loyalty.services.imports import BatchResult, ImportRow, import_purchases
 from loyalty.services.ledger import (
     PROGRAM_FIELDS,
     accrual_rate,
@@ -67,6 +68,9 @@ __all__ = [
     "RefundResult",
     "refund_transaction",
     "adjust_balance",
+    "ImportRow",
+    "BatchResult",
+    "import_purchases",
     "check_bonus_expiration",
     "remind_expiring_bonuses",
     "grant_birthday_bonuses",

@@ -151,7 +151,11 @@ class RowError(ValueError):
     pass
 
 
-def check_row(values: list[str], columns: dict[str, int], *, line: int, tz, now: datetime) -> loyalty.ImportRow:
+def check_row(
+    values: list[str], columns: dict[str, int], *, line: int, tz, now: datetime, phones: dict | None = None
+) -> loyalty.ImportRow:
+    """One row as a purchase, or RowError. `phones` remembers numbers already read: a
+    history repeats its customers, and reading a number is the dearest part of a row."""
     def value(name):
         index = columns[name]
         return values[index].strip() if index < len(values) else ""
@@ -164,10 +168,14 @@ def check_row(values: list[str], columns: dict[str, int], *, line: int, tz, now:
     raw_phone = value("phone")
     if not raw_phone:
         raise RowError("no phone")
-    try:
-        phone = normalize_phone(raw_phone)
-    except InvalidPhone:
-        raise RowError(f"the phone {raw_phone!r} is not a valid number") from None
+    phone = phones.get(raw_phone) if phones is not None else None
+    if phone is None:
+        try:
+            phone = normalize_phone(raw_phone)
+        except InvalidPhone:
+            raise RowError(f"the phone {raw_phone!r} is not a valid number") from None
+        if phones is not None and len(phones) < 100_000:
+            phones[raw_phone] = phone
     amount = _amount(value("amount"))
     occurred_at = _when(value("occurred_at"), tz)
     if occurred_at > now + timedelta(seconds=settings.LOYALTY_FUTURE_SKEW_SECONDS):
@@ -234,6 +242,7 @@ def import_csv(
     report = ImportReport(dry_run=dry_run)
     now = timezone.now()
     batch: list = []
+    phones: dict = {}
 
     def flush():
         if not batch:
@@ -262,7 +271,7 @@ def import_csv(
             report.reject(line, f"unreadable CSV: {values}")
             continue
         try:
-            batch.append(check_row(values, columns, line=line, tz=tz, now=now))
+            batch.append(check_row(values, columns, line=line, tz=tz, now=now, phones=phones))
         except RowError as exc:
             report.reject(line, str(exc))
         if len(batch) >= settings.IMPORT_BATCH_ROWS:

@@ -261,7 +261,7 @@ INTEGRATIONS_WEBHOOK_RETENTION_DAYS = env_positive_int("INTEGRATIONS_WEBHOOK_RET
 INTEGRATIONS_WEBHOOK_MAX_BYTES = env_positive_int("INTEGRATIONS_WEBHOOK_MAX_BYTES", 1_000_000)
 # CSV imports of a partner's history: rows per database batch, the largest upload the
 # portal takes, how old a purchase may be, and how many rejected rows a report lists.
-IMPORT_BATCH_ROWS = env_positive_int("IMPORT_BATCH_ROWS", 2000)
+IMPORT_BATCH_ROWS = env_positive_int("IMPORT_BATCH_ROWS", 5000)
 IMPORT_MAX_UPLOAD_MB = env_positive_int("IMPORT_MAX_UPLOAD_MB", 50)
 IMPORT_MAX_AGE_DAYS = env_positive_int("IMPORT_MAX_AGE_DAYS", 3 * 365)
 IMPORT_REPORT_MAX_ERRORS = env_positive_int("IMPORT_REPORT_MAX_ERRORS", 1000)

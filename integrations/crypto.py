@@ -42,7 +42,12 @@ def decrypt(token: str) -> dict:
 
 def rotate(token: str) -> str:
     """The same secret encrypted with the newest key."""
-    return _fernet().rotate(token.encode()).decode() if token else ""
+    if not token:
+        return ""
+    try:
+        return _fernet().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise CredentialsUnreadable("The credentials do not decrypt with the configured keys.") from exc
 
 
 def mask(value) -> str:

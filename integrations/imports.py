@@ -156,6 +156,7 @@ def check_row(
 ) -> loyalty.ImportRow:
     """One row as a purchase, or RowError. `phones` remembers numbers already read: a
     history repeats its customers, and reading a number is the dearest part of a row."""
+
     def value(name):
         index = columns[name]
         return values[index].strip() if index < len(values) else ""

@@ -63,6 +63,7 @@ class CRMIntegrationFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = "integrations.CRMIntegration"
+        skip_postgeneration_save = True
 
     business = factory.SubFactory(BusinessFactory)
     provider = "yclients"

@@ -261,7 +261,7 @@ class ProviderSession:
 
     def __init__(self, integration):
         self.integration = integration
-        self.provider = integration.provider
+        self.provider = integration.get_provider_display()  # "YCLIENTS", for messages
         self.session = requests.Session()
         retry = Retry(
             total=settings.INTEGRATIONS_HTTP_RETRIES,
@@ -303,7 +303,7 @@ class ProviderSession:
     def _throttle(self) -> None:
         """At most N calls per second per integration (N from INTEGRATIONS_RATE_LIMITS):
         a counter per second in the cache; a call over the limit waits for the next second."""
-        limit = settings.INTEGRATIONS_RATE_LIMITS.get(self.provider)
+        limit = settings.INTEGRATIONS_RATE_LIMITS.get(self.integration.provider)
         if not limit:
             return
         while True:

@@ -175,7 +175,7 @@ def test_server_errors_are_retried_then_unavailable(amo, fake_amocrm):
     fake_amocrm.fail_status = 500
     with pytest.raises(ProviderUnavailable) as caught:
         fetch(amo)
-    assert caught.value.message.startswith("amocrm: server error 500")
+    assert caught.value.message.startswith("amoCRM: server error 500")
     assert len(fake_amocrm.requests) == 3  # INTEGRATIONS_HTTP_RETRIES = 2
 
 

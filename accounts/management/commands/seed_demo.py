@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.demo import CUSTOMER_COUNT, customer_phone, seed_accounts, staff_phone
 from accounts.models import Business, Membership, User
+from integrations.demo import seed_integrations
 from loyalty.demo import PURCHASE_COUNT, seed_loyalty
 from notifications.demo import seed_notifications
 
@@ -12,7 +13,8 @@ from notifications.demo import seed_notifications
 class Command(BaseCommand):
     help = (
         "Load the demo circle: businesses, their staff, customers and a staff superuser; the businesses' "
-        "loyalty programs, months of purchases and customers in every tier; devices and notifications."
+        "loyalty programs, months of purchases and customers in every tier; devices and notifications; "
+        "a CRM integration per provider."
     )
 
     def add_arguments(self, parser):
@@ -49,6 +51,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         notifications = seed_notifications(result["customers"])
+        integrations = seed_integrations()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo circle ready: {Business.objects.count()} businesses, "
@@ -63,6 +66,10 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             f"  Notifications: {notifications['devices']} devices, {notifications['messages']} messages in the log."
+        )
+        self.stdout.write(
+            f"  Integrations: {integrations['integrations']} CRM connections (one per provider; "
+            "one degraded, one failing), with their synced purchases."
         )
         self.stdout.write(f"  Admin login:     phone {result['admin'].phone}  password {settings.DEMO_ADMIN_PASSWORD}")
         self.stdout.write(f"  Partner owner:   phone {staff_phone(1, 1)} ({result['businesses'][0].name})")

@@ -83,7 +83,7 @@ class CRMIntegrationAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     ]
-    actions = ["test_connection", "sync_now", "reset_health"]
+    actions = ["test_connection", "sync_now", "reset_health", "new_webhook_secret"]
 
     @admin.display(description=_("credentials"))
     def credentials_masked(self, obj):
@@ -110,6 +110,15 @@ class CRMIntegrationAdmin(admin.ModelAdmin):
         for integration in queryset.filter(is_active=True):
             sync_integration.delay(str(integration.pk))
         self.message_user(request, _("Syncs queued."))
+
+    @admin.action(description=_("New webhook secret (the old URL stops working)"))
+    def new_webhook_secret(self, request, queryset):
+        from integrations.models import _new_webhook_secret
+
+        for integration in queryset:
+            integration.webhook_secret = _new_webhook_secret()
+            integration.save(update_fields=["webhook_secret", "updated_at"])
+        self.message_user(request, _("New webhook URLs made; give them to the partners' CRMs."), messages.WARNING)
 
     @admin.action(description=_("Reset health to OK (after fixing the cause)"))
     def reset_health(self, request, queryset):

@@ -15,6 +15,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -144,19 +145,22 @@ def _apply_refund(integration, event: CrmEvent, *, via, outcome) -> str:
             amount=event.amount,
             refund_id=purchase_id(integration, event.refund_id),
         )
-    except loyalty.RefundNotPossible:
-        outcome.reasons.append((event.external_id, "already refunded in full"))
-        return "duplicate"
-    except (loyalty.InvalidPurchase, loyalty.IdempotencyConflict) as exc:
+    except (loyalty.RefundNotPossible, loyalty.InvalidPurchase, loyalty.IdempotencyConflict) as exc:
+        left = exc.extra.get("refundable") if isinstance(exc, loyalty.RefundNotPossible) else None
+        if left is not None and Decimal(left) <= 0:
+            outcome.reasons.append((event.external_id, "already refunded in full"))
+            return "duplicate"
+        # A refund of more than is left is the CRM's mistake to see, not a repeat.
+        reason = f"{exc.message} ({left} left)" if left is not None else str(exc.message)
         _keep_record(
             integration,
             event,
             kind=CrmRecord.Kind.REFUND,
             status=CrmRecord.Status.REJECTED,
-            reason=str(exc.message),
+            reason=reason,
             via=via,
         )
-        outcome.reasons.append((event.external_id, str(exc.message)))
+        outcome.reasons.append((event.external_id, reason))
         return "rejected"
     _keep_record(
         integration, event, kind=CrmRecord.Kind.REFUND, status=CrmRecord.Status.RECORDED, txn=purchase, via=via
@@ -206,7 +210,8 @@ def receive_webhook(integration_id, secret: str, *, body: bytes, content_type: s
     import secrets as _secrets
 
     integration = CRMIntegration.objects.select_related("business").filter(pk=integration_id, is_active=True).first()
-    if integration is None or not _secrets.compare_digest(str(secret), integration.webhook_secret):
+    # As bytes: compare_digest refuses str with non-ASCII letters (a TypeError, not a 404).
+    if integration is None or not _secrets.compare_digest(str(secret).encode(), integration.webhook_secret.encode()):
         raise WebhookNotFound()
     provider = get_provider(integration)
     try:
@@ -248,6 +253,10 @@ def process_delivery(delivery_id: int) -> WebhookDelivery:
         outcome = apply_events(integration, events, via=Transaction.Source.WEBHOOK)
     except ProviderError as exc:
         _finish(delivery, WebhookDelivery.Status.FAILED, error=exc.message)
+        raise
+    except Exception as exc:
+        # Not left "received" as if still waiting: failed, for staff to see and reprocess.
+        _finish(delivery, WebhookDelivery.Status.FAILED, error=f"internal error: {type(exc).__name__}")
         raise
     return _finish(delivery, WebhookDelivery.Status.PROCESSED, result=outcome.as_dict())
 

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from accounts import portal as accounts_portal
+from integrations import portal as integrations_portal
 from loyalty import portal as loyalty_portal
 
 app_name = "portal"
@@ -28,4 +29,27 @@ urlpatterns = [
     # Partner API keys.
     path("api-keys/", accounts_portal.api_keys, name="api-keys"),
     path("api-keys/<uuid:key_id>/revoke/", accounts_portal.api_key_revoke, name="api-key-revoke"),
+    # CRM integrations and the CSV history import.
+    path("integrations/", integrations_portal.integration_list, name="integrations"),
+    path("integrations/<slug:provider>/connect/", integrations_portal.integration_connect, name="integration-connect"),
+    path("integrations/<uuid:integration_id>/test/", integrations_portal.integration_test, name="integration-test"),
+    path("integrations/<uuid:integration_id>/sync/", integrations_portal.integration_sync, name="integration-sync"),
+    path(
+        "integrations/<uuid:integration_id>/active/", integrations_portal.integration_active, name="integration-active"
+    ),
+    path(
+        "integrations/<uuid:integration_id>/records/",
+        integrations_portal.integration_records,
+        name="integration-records",
+    ),
+    path(
+        "integrations/<uuid:integration_id>/webhooks/",
+        integrations_portal.integration_webhooks,
+        name="integration-webhooks",
+    ),
+    path("imports/", integrations_portal.import_list, name="imports"),
+    path("imports/<uuid:job_id>/", integrations_portal.import_detail, name="import"),
+    path("imports/<uuid:job_id>/preview/", integrations_portal.import_preview, name="import-preview"),
+    path("imports/<uuid:job_id>/cancel/", integrations_portal.import_cancel, name="import-cancel"),
+    path("imports/<uuid:job_id>/progress.json", integrations_portal.import_progress, name="import-progress"),
 ]

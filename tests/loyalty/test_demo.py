@@ -6,6 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from accounts.models import Business
+from integrations.models import CRMIntegration
 from loyalty.demo import EXTERNAL_ID_PREFIX
 from loyalty.models import (
     BonusAccount,
@@ -41,7 +42,13 @@ def test_seed_demo_gives_programs_purchases_every_tier_and_balanced_books(settin
 
     purchases = Transaction.objects.all()
     assert purchases.count() >= SMALL["purchases"]
-    assert not purchases.exclude(external_id__startswith=EXTERNAL_ID_PREFIX).exists()
+    # The loyalty demo's own purchases, and those the demo CRM integrations synced (prefixed by provider).
+    crm = "|".join(CRMIntegration.Provider.values)
+    assert (
+        not purchases.exclude(external_id__startswith=EXTERNAL_ID_PREFIX)
+        .exclude(external_id__regex=rf"^({crm}):")
+        .exists()
+    )
     # Every demo business has its own terms, set through the service, so with a history.
     programs = LoyaltyProgram.objects.select_related("business")
     assert programs.count() == Business.objects.count() == 6
@@ -73,7 +80,10 @@ def test_seed_demo_gives_programs_purchases_every_tier_and_balanced_books(settin
     assert ledger_mismatches() == []
 
     out = capsys.readouterr().out
-    assert f"{purchases.count()} purchases" in out and "bonuses in circulation" in out
+    assert (
+        f"{purchases.filter(external_id__startswith=EXTERNAL_ID_PREFIX).count()} purchases" in out
+        and "bonuses in circulation" in out
+    )
     assert all(tier.name in out for tier in StatusTier.objects.all())
 
     # A second run adds and changes nothing.

@@ -11,9 +11,10 @@ from django.utils import translation
 
 from accounts.models import ApiKey, Membership
 from accounts.portal import SESSION_BUSINESS, money
+from integrations.models import ImportJob
 from loyalty.models import BonusAccount, LedgerEntry, LoyaltyProgram, ProgramChange, Refund
 from svoykrug import portal_urls
-from tests.factories import ApiKeyFactory, BusinessFactory, MembershipFactory, UserFactory
+from tests.factories import ApiKeyFactory, BusinessFactory, CRMIntegrationFactory, MembershipFactory, UserFactory
 
 OWNER, MANAGER, CASHIER = Membership.Role.OWNER, Membership.Role.MANAGER, Membership.Role.CASHIER
 EVERYONE = {OWNER, MANAGER, CASHIER}
@@ -32,12 +33,19 @@ def world(business_a, owner, manager, cashier, buy):
         "customer": purchase.customer,
         "purchase": purchase,
         "api_key": api_key,
+        "integration": CRMIntegrationFactory(business=business_a, provider="renovatio"),
+        # A finished import: its pages read no file.
+        "job": ImportJob.objects.create(
+            business=business_a, original_name="history.csv", file="imports/history.csv", status="done", rows_total=0
+        ),
     }
 
 
 def _views(world):
     """Every portal view: (method, url, form data, roles allowed)."""
     customer, purchase, api_key = world["customer"].pk, world["purchase"].pk, world["api_key"].pk
+    integration, job = world["integration"].pk, world["job"].pk
+    nowhere = "00000000-0000-0000-0000-000000000001"  # test and sync would call the CRM: 404 past the role check
     return [
         ("get", "/portal/", None, EVERYONE),
         ("get", "/portal/cashier/", None, EVERYONE),
@@ -56,6 +64,21 @@ def _views(world):
         ("post", "/portal/api-keys/", {"name": "POS 2"}, MANAGERS),
         ("post", f"/portal/api-keys/{api_key}/revoke/", None, MANAGERS),
         ("post", "/portal/switch/", {"business": "x"}, EVERYONE),
+        ("get", "/portal/integrations/", None, MANAGERS),
+        ("get", "/portal/integrations/renovatio/connect/", None, MANAGERS),
+        ("post", "/portal/integrations/renovatio/connect/", {}, MANAGERS),  # invalid: no CRM call
+        ("post", f"/portal/integrations/{nowhere}/test/", None, MANAGERS),
+        ("post", f"/portal/integrations/{nowhere}/sync/", None, MANAGERS),
+        ("post", f"/portal/integrations/{integration}/active/", {"active": "1"}, MANAGERS),
+        ("get", f"/portal/integrations/{integration}/records/", None, MANAGERS),
+        ("get", f"/portal/integrations/{integration}/webhooks/", None, MANAGERS),
+        ("get", "/portal/imports/", None, MANAGERS),
+        ("post", "/portal/imports/", {}, MANAGERS),
+        ("get", f"/portal/imports/{job}/", None, MANAGERS),
+        ("get", f"/portal/imports/{job}/progress.json", None, MANAGERS),
+        ("get", f"/portal/imports/{job}/preview/", None, MANAGERS),
+        ("post", f"/portal/imports/{job}/preview/", {}, MANAGERS),
+        ("post", f"/portal/imports/{job}/cancel/", None, MANAGERS),
     ]
 
 

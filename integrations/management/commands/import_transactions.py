@@ -48,6 +48,9 @@ class Command(BaseCommand):
             raise CommandError(f"No such file: {file}") from None
         except ImportFileError as exc:
             raise CommandError(str(exc)) from None
+        except UnicodeDecodeError as exc:
+            # The encoding is told from the file's start; a later part in another one stops here.
+            raise CommandError(f"The file is not all in one encoding (UTF-8 or Windows-1251): {exc}.") from None
 
         verb = "would be imported" if dry_run else "imported"
         self.stdout.write(

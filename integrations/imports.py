@@ -293,27 +293,42 @@ def count_rows(binary) -> int:
     return max(0, lines + (last != b"\n") - 1)
 
 
+def read_header(binary) -> list[str]:
+    """The file's header row (ImportFileError when it has none); the file is left open at its start."""
+    text = open_text(binary)
+    try:
+        return _rows(text)[0]
+    finally:
+        text.detach()  # the wrapper would close the file when collected
+        binary.seek(0)
+
+
 def preview(binary, *, mapping: dict[str, str] | None = None, rows: int = 10, business: Business) -> dict:
     """The header, the columns chosen for each field and the first rows as they would be
-    read (or why not), for the portal to show before the import starts."""
+    read (or why not), for the portal to show before the import starts. The file is left
+    open at its start."""
     import zoneinfo
 
     tz = zoneinfo.ZoneInfo(business.time_zone)
-    header, reader = _rows(open_text(binary))
-    columns = resolve_columns(header, mapping or {})
-    now, shown = timezone.now(), []
-    for line, values in reader:
-        if len(shown) >= rows:
-            break
-        if isinstance(values, csv.Error):
-            shown.append({"line": line, "values": [], "error": f"unreadable CSV: {values}"})
-            continue
-        try:
-            row = check_row(values, columns, line=line, tz=tz, now=now)
-            shown.append({"line": line, "values": values, "row": row, "error": ""})
-        except RowError as exc:
-            shown.append({"line": line, "values": values, "error": str(exc)})
-    binary.seek(0)
+    text = open_text(binary)
+    try:
+        header, reader = _rows(text)
+        columns = resolve_columns(header, mapping or {})
+        now, shown, phones = timezone.now(), [], {}
+        for line, values in reader:
+            if len(shown) >= rows:
+                break
+            if isinstance(values, csv.Error):
+                shown.append({"line": line, "values": [], "error": f"unreadable CSV: {values}"})
+                continue
+            try:
+                row = check_row(values, columns, line=line, tz=tz, now=now, phones=phones)
+                shown.append({"line": line, "values": values, "row": row, "error": ""})
+            except RowError as exc:
+                shown.append({"line": line, "values": values, "error": str(exc)})
+    finally:
+        text.detach()
+        binary.seek(0)
     return {"header": header, "columns": {name: header[index] for name, index in columns.items()}, "rows": shown}
 
 
@@ -349,4 +364,21 @@ def run_import_job(job_id) -> ImportJob:
         job.rows_done = ImportJob.objects.values_list("rows_done", flat=True).get(pk=job.pk)
     job.finished_at = timezone.now()
     job.save()
+    # The file holds customers' phones and is not needed once read: the report stays.
+    job.file.delete(save=False)
+    ImportJob.objects.filter(pk=job.pk).update(file="")
     return job
+
+
+def delete_abandoned_uploads(older_than: timedelta | None = None) -> int:
+    """Uploads never confirmed (still pending, no row count: see the portal) for a day, with their files."""
+    cutoff = timezone.now() - (older_than or timedelta(days=1))
+    abandoned = ImportJob.objects.filter(
+        status=ImportJob.Status.PENDING, rows_total__isnull=True, created_at__lt=cutoff
+    )
+    count = 0
+    for job in abandoned:
+        job.file.delete(save=False)
+        job.delete()
+        count += 1
+    return count

@@ -1,7 +1,6 @@
 """Read queries of the portal's Integrations pages. Every query takes the business (or one of
 its integrations) as a required argument, so another business's objects are never found."""
 
-import io
 from dataclasses import dataclass, field
 
 from django.db.models import Count, Q, QuerySet
@@ -172,44 +171,10 @@ def is_draft(job: ImportJob) -> bool:
     return job.status == ImportJob.Status.PENDING and job.rows_total is None
 
 
-class _StaysOpen(io.RawIOBase):
-    """The job's file as `imports` reads it, left open when their text wrapper is collected:
-    `imports.preview` closes the file it is given when it reads a file to its end (its text
-    wrapper goes with the exhausted reader) and then seeks it, which fails on a file of ten
-    rows or fewer. The caller closes the real file."""
-
-    def __init__(self, binary):
-        super().__init__()
-        self._binary = binary
-
-    def readable(self):
-        return True
-
-    def seekable(self):
-        return True
-
-    def readinto(self, buffer):
-        data = self._binary.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def seek(self, offset, whence=io.SEEK_SET):
-        return self._binary.seek(offset, whence)
-
-    def tell(self):
-        return self._binary.tell()
-
-    def close(self):
-        pass
-
-
 def file_header(job: ImportJob) -> list[str]:
-    """The uploaded file's header as the import reads it; ImportFileError when there is none
-    (`imports` has no public reader of the header alone: preview() raises before it returns
-    the header when a column is missing)."""
+    """The uploaded file's header as the import reads it; ImportFileError when there is none."""
     with job.file.open("rb") as binary:
-        header, _rows = imports._rows(imports.open_text(_StaysOpen(binary)))
-        return list(header)
+        return list(imports.read_header(binary))
 
 
 def import_preview(job: ImportJob, mapping: dict[str, str] | None) -> dict:
@@ -217,7 +182,7 @@ def import_preview(job: ImportJob, mapping: dict[str, str] | None) -> dict:
     imports.FIELDS (`fields`: [(field, column)]) and each row's cells of those columns
     (`cells`), so that a rejected row shows what was read."""
     with job.file.open("rb") as binary:
-        result = imports.preview(_StaysOpen(binary), mapping=mapping, business=job.business)
+        result = imports.preview(binary, mapping=mapping, business=job.business)
     header = result["header"]
     result["fields"] = [(name, result["columns"][name]) for name in imports.FIELDS]
     indexes = [header.index(column) for _name, column in result["fields"]]

@@ -12,6 +12,7 @@ The catalogue's functions keep their names: `sync_transactions`, `process_webhoo
 
 import json
 import logging
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -107,16 +108,12 @@ def _apply_purchase(integration, event: CrmEvent, *, via, outcome) -> str:
             source=via,
         )
     except loyalty.IdempotencyConflict:
-        # The CRM changed a record after we counted it (another amount or time): the
-        # first version stands, and the record says so for the partner to see.
-        txn = Transaction.objects.get(
+        # The CRM changed a record after we counted it (amount, time or customer): the
+        # first version stands, and the record says what changed for the partner to see.
+        txn = Transaction.objects.select_related("customer").get(
             business=integration.business, external_id=purchase_id(integration, event.external_id)
         )
-        keep(
-            CrmRecord.Status.RECORDED,
-            f"changed in the CRM after it was counted ({txn.gross_amount} → {event.amount})",
-            txn,
-        )
+        keep(CrmRecord.Status.RECORDED, _what_changed(txn, event, phone), txn)
         outcome.transactions.append(txn)
         return "changed"
     except (loyalty.InvalidPurchase, loyalty.InsufficientBonuses, loyalty.RedemptionOverLimit) as exc:
@@ -125,6 +122,17 @@ def _apply_purchase(integration, event: CrmEvent, *, via, outcome) -> str:
     keep(CrmRecord.Status.RECORDED, txn=result.transaction)
     outcome.transactions.append(result.transaction)
     return "recorded" if result.created else "duplicate"
+
+
+def _what_changed(txn: Transaction, event: CrmEvent, phone: str) -> str:
+    changes = []
+    if txn.gross_amount != event.amount:
+        changes.append(f"amount {txn.gross_amount} → {event.amount}")
+    if event.occurred_at and txn.occurred_at != event.occurred_at:
+        changes.append("time")
+    if txn.customer.phone != phone:
+        changes.append("customer")
+    return f"changed in the CRM after it was counted ({', '.join(changes) or 'details'}); the first version stands"
 
 
 def _apply_refund(integration, event: CrmEvent, *, via, outcome) -> str:
@@ -214,13 +222,15 @@ def receive_webhook(integration_id, secret: str, *, body: bytes, content_type: s
     if integration is None or not _secrets.compare_digest(str(secret).encode(), integration.webhook_secret.encode()):
         raise WebhookNotFound()
     provider = get_provider(integration)
+    if not provider.accepts_webhooks:
+        raise WebhookNotFound()  # Renovatio sends none: nobody should be posting here
     try:
         provider.check_webhook(headers)
     except WebhookUnauthorized as exc:
         raise WebhookNotFound() from exc
-    delivery = WebhookDelivery(
-        integration=integration, content_type=content_type[:200], body=body.decode("utf-8", errors="replace")
-    )
+    # PostgreSQL text cannot hold NUL; no readable body has one outside a string's escapes.
+    text = body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    delivery = WebhookDelivery(integration=integration, content_type=content_type[:200], body=text)
     try:
         events = provider.parse_webhook(body, content_type)
     except WebhookRejected as exc:
@@ -313,8 +323,8 @@ def sync_integration(integration: CRMIntegration, since: datetime | None = None)
     changed while the last sync ran are seen again; seeing one twice changes nothing),
     apply it, move the watermark. A provider error fails the whole sync and counts
     towards the integration's health; the watermark then stays where it was."""
-    lock = f"crm-sync:{integration.pk}"
-    if not cache.add(lock, 1, timeout=settings.INTEGRATIONS_SYNC_INTERVAL_MINUTES * 60):
+    lock, token = f"crm-sync:{integration.pk}", uuid.uuid4().hex
+    if not cache.add(lock, token, timeout=settings.INTEGRATIONS_SYNC_INTERVAL_MINUTES * 60):
         raise SyncBusy()
     try:
         until = timezone.now()
@@ -332,10 +342,16 @@ def sync_integration(integration: CRMIntegration, since: datetime | None = None)
         except ProviderError as exc:
             record_failure(integration, exc.message)
             raise
+        except Exception as exc:
+            # A bug of ours, or a CRM answer no provider foresaw: it counts towards health too,
+            # so that a sync that never succeeds does not stay "ok".
+            record_failure(integration, f"internal error: {type(exc).__name__}")
+            raise
         record_success(integration, watermark=max(until, integration.watermark or until))
         return outcome
     finally:
-        cache.delete(lock)
+        if cache.get(lock) == token:  # a sync that outlived its lock leaves the next one's alone
+            cache.delete(lock)
 
 
 def sync_transactions(business_id, since: datetime | None = None) -> int:
@@ -381,6 +397,9 @@ def check_connection(integration: CRMIntegration) -> tuple[bool, str]:
         CRMIntegration.objects.filter(pk=integration.pk).update(last_error=exc.message, last_error_at=timezone.now())
         integration.last_error = exc.message
         return False, exc.message
+    # The settings work now: an old error would only mislead (health is the syncs' to set).
+    CRMIntegration.objects.filter(pk=integration.pk).update(last_error="", last_error_at=None)
+    integration.last_error, integration.last_error_at = "", None
     return True, description
 
 
@@ -454,7 +473,21 @@ def connect_integration(*, business: Business, provider: str, form_data: dict) -
     from integrations.providers import provider_class
 
     spec = provider_class(provider)
-    integration, _created = CRMIntegration.objects.get_or_create(business=business, provider=provider)
+    with transaction.atomic():
+        integration, created = CRMIntegration.objects.select_for_update().get_or_create(
+            business=business, provider=provider
+        )
+        _fill_from_form(integration, spec, form_data)
+        if created:
+            integration.is_active = True  # an edit keeps a paused integration paused
+        integration.save()
+        # Inside the transaction: a refused OAuth code leaves no half-made integration.
+        get_provider(integration).on_connect(form_data)
+    integration.refresh_from_db()
+    return integration
+
+
+def _fill_from_form(integration: CRMIntegration, spec, form_data: dict) -> None:
     credentials = integration.credentials
     config = dict(integration.config or {})
     for form_field in spec.fields:
@@ -468,8 +501,3 @@ def connect_integration(*, business: Business, provider: str, form_data: dict) -
             config[form_field.name] = value if value is not None else ""
     integration.credentials = credentials
     integration.config = config
-    integration.is_active = True
-    integration.save()
-    get_provider(integration).on_connect(form_data)
-    integration.refresh_from_db()
-    return integration

@@ -53,6 +53,14 @@ def delete_old_webhooks() -> int:
     return services.delete_old_webhooks()
 
 
+@shared_task(name="integrations.tasks.delete_abandoned_uploads")
+def delete_abandoned_uploads() -> int:
+    """Nightly: CSV uploads the partner never confirmed, with their files."""
+    from integrations import imports
+
+    return imports.delete_abandoned_uploads()
+
+
 @shared_task(name="integrations.tasks.run_import")
 def run_import(job_id: str) -> str:
     from integrations import imports

@@ -163,6 +163,10 @@ CELERY_BEAT_SCHEDULE = {
     # Every active integration is synced when its interval is up (INTEGRATIONS_SYNC_INTERVAL_MINUTES).
     "crm-sync": {"task": "integrations.tasks.sync_due_integrations", "schedule": crontab(minute="*/5")},
     "crm-webhook-cleanup": {"task": "integrations.tasks.delete_old_webhooks", "schedule": crontab(hour=2, minute=20)},
+    "import-upload-cleanup": {
+        "task": "integrations.tasks.delete_abandoned_uploads",
+        "schedule": crontab(hour=2, minute=25),
+    },
 }
 
 # --- Auth: phone login ------------------------------------------------------------------

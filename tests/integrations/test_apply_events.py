@@ -150,7 +150,7 @@ def test_a_purchase_changed_after_it_was_counted_keeps_its_first_amount(crm, whe
     kept = record()
     assert kept.status == "recorded"
     assert kept.transaction == txn
-    assert kept.reason == "changed in the CRM after it was counted (1000.00 → 1200.50)"
+    assert kept.reason == "changed in the CRM after it was counted (amount 1000.00 → 1200.50); the first version stands"
     assert kept.times_seen == 2
     assert accruals() == [D(50)]
 

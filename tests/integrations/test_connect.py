@@ -32,8 +32,23 @@ def test_a_form_connects_and_an_empty_secret_keeps_the_stored_one(shop):
     assert again.pk == first.pk
     assert again.config == {"company_id": "4565"}
     assert again.credentials == {"user_token": "user-token", "partner_token": "own"}
-    assert again.is_active is True
+    assert again.is_active is False  # editing the settings does not resume a paused integration
     assert CRMIntegration.objects.filter(business=shop).count() == 1
+
+
+def test_a_refused_oauth_code_changes_nothing(shop, amocrm_api):
+    from integrations.providers.base import ProviderAuthError
+
+    existing = CRMIntegrationFactory(
+        business=shop, provider="amocrm", config={"base_url": amocrm_api.url}, is_active=False
+    )
+    with pytest.raises(ProviderAuthError):
+        services.connect_integration(
+            business=shop, provider="amocrm", form_data={"subdomain": "example", "auth_code": "never-issued"}
+        )
+    existing.refresh_from_db()
+    # The form's values were rolled back with the refused code swap.
+    assert (existing.config, existing.credentials, existing.is_active) == ({"base_url": amocrm_api.url}, {}, False)
 
 
 def test_amocrm_swaps_the_code_for_tokens_and_forgets_the_code(shop, amocrm_api):

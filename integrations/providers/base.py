@@ -233,6 +233,13 @@ class Provider:
         self.credentials = fresh.credentials
         return self.credentials
 
+    def scrub(self, message: str) -> str:
+        """A CRM's error text with our credentials masked (iiko quotes the API login back)."""
+        for secret in self.credentials.values():
+            if isinstance(secret, str) and len(secret) >= 4:
+                message = message.replace(secret, "***")
+        return message
+
     def require(self, *names: str, secret: bool = True) -> list[str]:
         source = self.credentials if secret else self.config
         missing = [name for name in names if not str(source.get(name) or "").strip()]

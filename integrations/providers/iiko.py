@@ -330,10 +330,7 @@ class IikoProvider(Provider):
             payload = None
         message = _error_text(payload) if isinstance(payload, dict) else ""
         message = message or f"unexpected answer (HTTP {response.status_code})"
-        for secret in self.credentials.values():
-            if isinstance(secret, str) and len(secret) >= 4:
-                message = message.replace(secret, "***")
-        return message
+        return self.scrub(message)
 
 
 def _error_text(error) -> str:

@@ -246,10 +246,7 @@ class YclientsProvider(Provider):
             payload = None
         meta = _meta(payload) if isinstance(payload, dict) else {}
         message = str(meta.get("message") or f"unexpected answer (HTTP {response.status_code})").strip()
-        for secret in self.credentials.values():
-            if isinstance(secret, str) and len(secret) >= 4:
-                message = message.replace(secret, "***")
-        return message
+        return self.scrub(message)
 
 
 # --- Helpers ----------------------------------------------------------------------------------

@@ -25,11 +25,10 @@ import contextlib
 import copy
 import json
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeHandler, FakeServer, QuietServer
 
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "amocrm"
 
@@ -102,11 +101,8 @@ class RecordedRequest:
         return self.headers.get("Authorization", "").removeprefix("Bearer ")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     server: "_Server"
-
-    def log_message(self, format, *args):
-        pass  # keep test output quiet
 
     def do_GET(self):
         self._handle(b"")
@@ -190,21 +186,9 @@ class _Handler(BaseHTTPRequestHandler):
         content_type = "application/problem+json" if problem else "application/hal+json"
         self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), f"{content_type}; charset=utf-8")
 
-    def _send(self, status: int, body: bytes, content_type: str):
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietServer):
     fake: "FakeAmoCrm"
-
-    def handle_error(self, request, client_address):
-        pass  # a client that hung up is not a test failure; assertions are on .requests
 
 
 class FakeAmoCrm(FakeServer):

@@ -23,11 +23,10 @@ import copy
 import json
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeHandler, FakeServer, QuietServer
 
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "iiko"
 FIXTURE_LOGIN = "b1a2c3d4"  # the login quoted in error_401.json
@@ -53,11 +52,8 @@ class RecordedRequest:
     json: object = None
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     server: "_Server"
-
-    def log_message(self, format, *args):
-        pass  # keep test output quiet
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -133,24 +129,15 @@ class _Handler(BaseHTTPRequestHandler):
         return {"correlationId": str(uuid.uuid4()), "maxRevision": 1, "ordersByOrganizations": groups}
 
     def _send_json(self, payload, status: int = 200):
-        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
 
 
 def _error(description: str, code: str) -> dict:
     return {"correlationId": str(uuid.uuid4()), "errorDescription": description, "error": code}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietServer):
     fake: "FakeIiko"
-
-    def handle_error(self, request, client_address):
-        pass  # a client that hung up is not a test failure; assertions are on .requests
 
 
 class FakeIiko(FakeServer):

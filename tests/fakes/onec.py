@@ -22,11 +22,10 @@ import contextlib
 import json
 import re
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeHandler, FakeServer, QuietServer
 
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "onec"
 USERNAME = "svoykrug"
@@ -56,11 +55,8 @@ class RecordedRequest:
     authorization: str = ""
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     server: "_Server"
-
-    def log_message(self, format, *args):
-        pass  # keep test output quiet
 
     def do_GET(self):
         url = urlsplit(self.path)
@@ -111,23 +107,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, payload, status: int = 200):
         self._send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json;charset=utf-8")
 
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict | None = None):
-        self.send_response(status)
-        if content_type:
-            self.send_header("Content-Type", content_type)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietServer):
     fake: "FakeOneC"
-
-    def handle_error(self, request, client_address):
-        pass  # a client that hung up is not a test failure; assertions are on .requests
 
 
 class FakeOneC(FakeServer):

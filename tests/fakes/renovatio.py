@@ -25,11 +25,10 @@ import contextlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeHandler, FakeServer, QuietServer
 
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "renovatio"
 API_KEY = "test-renovatio-key"
@@ -66,11 +65,8 @@ def _day(text: str):
     return datetime.strptime(str(text).split(" ")[0], "%d.%m.%Y").date()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     server: "_Server"
-
-    def log_message(self, format, *args):
-        pass  # keep test output quiet
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -127,20 +123,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, payload):
         self._send(200, json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
 
-    def _send(self, status: int, body: bytes, content_type: str):
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietServer):
     fake: "FakeRenovatio"
-
-    def handle_error(self, request, client_address):
-        pass  # a client that hung up is not a test failure; assertions are on .requests
 
 
 class FakeRenovatio(FakeServer):

@@ -2,6 +2,35 @@
 a free port, started and stopped with the test."""
 
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A threading server whose handler threads die with the test, and which keeps quiet
+    about clients that hung up (the tests assert on what the fake recorded)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing and answers with `_send`."""
+
+    def log_message(self, format, *args):
+        pass  # keep test output quiet
+
+    def _send(self, status: int, body: bytes, content_type: str = "", headers: dict | None = None):
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
 
 
 class FakeServer:

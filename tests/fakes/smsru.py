@@ -18,11 +18,10 @@ Both GET query strings and POST form bodies are accepted (SMS.ru takes either).
 import copy
 import json
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.server import FakeServer
+from tests.fakes.server import FakeHandler, FakeServer, QuietServer
 
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "smsru"
 
@@ -42,11 +41,8 @@ class RecordedRequest:
     raw_fields: dict[str, list[str]] = field(default_factory=dict)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FakeHandler):
     server: "_Server"
-
-    def log_message(self, format, *args):
-        pass  # keep test output quiet
 
     def do_GET(self):
         self._handle(body=b"")
@@ -119,20 +115,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, payload: dict):
         self._send(200, json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json; charset=utf-8")
 
-    def _send(self, status: int, body: bytes, content_type: str):
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(QuietServer):
     fake: "FakeSmsRu"
-
-    def handle_error(self, request, client_address):
-        pass  # a client that hung up is not a test failure; assertions are on .requests
 
 
 class FakeSmsRu(FakeServer):

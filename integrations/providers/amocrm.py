@@ -310,22 +310,23 @@ class AmoCrmProvider(Provider):
 
     def _refresh(self, *, stale: str) -> str:
         """A fresh access token in place of `stale`: one another worker stored meanwhile, or
-        one got with the refresh token (stored before it is used)."""
-        fresh = self.reload_credentials()
-        if _rotated(fresh, stale):
-            return fresh["access_token"]
-        refresh_token = str(fresh.get("refresh_token") or "")
-        if not refresh_token:
-            raise ProviderAuthError(f"{NAME}: the connection has expired. Reconnect with a new authorization code.")
-        try:
+        one got with the refresh token. The integration's row stays locked from reading the
+        refresh token to storing its successor, so two workers never spend one single-use
+        refresh token: the second waits, then finds the pair already rotated."""
+        from django.db import transaction
+
+        from integrations.models import CRMIntegration
+
+        with transaction.atomic():
+            list(CRMIntegration.objects.select_for_update().filter(pk=self.integration.pk).values_list("pk"))
+            fresh = self.reload_credentials()
+            if _rotated(fresh, stale):
+                return fresh["access_token"]
+            refresh_token = str(fresh.get("refresh_token") or "")
+            if not refresh_token:
+                raise ProviderAuthError(f"{NAME}: the connection has expired. Reconnect with a new authorization code.")
             tokens = self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token}, what="token")
-        except ProviderAuthError:
-            # Refused because another worker used this refresh token a moment ago? Its pair is stored by now.
-            again = self.reload_credentials()
-            if again.get("refresh_token") != refresh_token and _rotated(again, stale):
-                return again["access_token"]
-            raise
-        self._store_tokens(tokens)
+            self._store_tokens(tokens)
         logger.info("amoCRM integration %s: access token refreshed", self.integration.pk)
         return tokens["access_token"]
 

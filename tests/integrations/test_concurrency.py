@@ -106,3 +106,47 @@ def test_the_deletion_of_a_visit_delivered_ten_times_at_once_is_one_refund(tiers
     refund_record = CrmRecord.objects.get(kind=CrmRecord.Kind.REFUND)
     assert (refund_record.status, refund_record.times_seen) == ("recorded", TIMES)
     assert ledger_mismatches() == []
+
+
+def test_workers_refreshing_one_amocrm_token_at_once_spend_the_refresh_token_once(shop, amocrm_api):
+    """amoCRM's refresh tokens work once: four workers finding the access token expired at
+    the same moment make one refresh; the others wait for it and use the new pair."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from integrations.models import CRMIntegration
+    from integrations.providers import get_provider
+    from tests.factories import CRMIntegrationFactory
+
+    integration = CRMIntegrationFactory(
+        business=shop,
+        provider="amocrm",
+        config={"subdomain": "example", "base_url": amocrm_api.url},
+        credentials={
+            "access_token": "access-0",
+            "refresh_token": "refresh-0",
+            "expires_at": (timezone.now() - timedelta(minutes=1)).isoformat(),
+        },
+    )
+    amocrm_api.refresh_tokens.add("refresh-0")
+    workers = 4
+    start = threading.Barrier(workers)
+
+    def connect(_index):
+        try:
+            provider = get_provider(CRMIntegration.objects.get(pk=integration.pk))
+            start.wait()
+            return provider.test_connection()
+        except Exception as exc:
+            return exc
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(connect, range(workers)))
+
+    assert all(isinstance(result, str) for result in results), results
+    assert len(amocrm_api.token_requests()) == 1
+    stored = CRMIntegration.objects.get(pk=integration.pk).credentials
+    assert (stored["access_token"], stored["refresh_token"]) == ("access-1", "refresh-1")

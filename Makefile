@@ -30,6 +30,7 @@ run: export DJANGO_DEBUG ?= 1
 run: install
 	@mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py migrate_warehouse
 	$(BIN)/python manage.py seed_demo
 	@echo ""
 	@echo "Svoy Krug is starting on http://$(HOST):$(PORT)/"

@@ -136,6 +136,8 @@ class Transaction(models.Model):
     money_refunded = models.DecimalField(_("money returned"), **MONEY)
     occurred_at = models.DateTimeField(_("occurred at"))
     recorded_at = models.DateTimeField(_("recorded at"), auto_now_add=True)
+    # Moves with every change (a refund), so the warehouse export sees the purchase again.
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True, db_index=True)
     status = models.CharField(_("status"), max_length=20, choices=Status.choices, default=Status.COMPLETED)
     tier = models.ForeignKey(
         StatusTier, on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("tier in force")

@@ -55,6 +55,18 @@ def check_clickhouse() -> None:
         client.disconnect()
 
 
+def _warehouse_lag() -> int | None:
+    """Seconds the warehouse's purchases are behind (None before the first export): shown,
+    not failed on, since a lagging warehouse should not take the web out of rotation."""
+    try:
+        from analytics.export import export_lag_seconds
+
+        lag = export_lag_seconds()
+    except Exception:  # the database check above reports a database that is down
+        return None
+    return None if lag is None else int(lag)
+
+
 def readiness_checks() -> dict:
     """The parts this process needs, by name; Redis and ClickHouse only where configured."""
     checks = {"database": check_database, "cache": check_cache}
@@ -79,6 +91,7 @@ def readyz(request):
             results[name] = "ok"
     failing = sorted(name for name, result in results.items() if result != "ok")
     body = {"status": "fail" if failing else "ok", "checks": results}
+    body["warehouse_lag_seconds"] = _warehouse_lag()
     if failing:
         body["failing"] = failing
     return JsonResponse(body, status=503 if failing else 200)

@@ -137,6 +137,19 @@ MEDIA_URL = "/media/"  # never served: uploads are private
 
 # clickhouse://user:password@host:9000/database; empty means chDB in-process under var/.
 CLICKHOUSE_URL = env.str("CLICKHOUSE_URL", default="")
+# chDB's folder when there is no CLICKHOUSE_URL (one process owns it).
+CHDB_PATH = env.str("CHDB_PATH", default="") or str(VAR_DIR / "chdb")
+# Every warehouse read stops after this many seconds.
+WAREHOUSE_QUERY_TIMEOUT_SECONDS = env_positive_int("WAREHOUSE_QUERY_TIMEOUT_SECONDS", 30)
+# The export to the warehouse: rows per insert, and how far behind its watermark each run
+# looks again (rows committed late by long transactions).
+WAREHOUSE_EXPORT_BATCH_ROWS = env_positive_int("WAREHOUSE_EXPORT_BATCH_ROWS", 10_000)
+WAREHOUSE_EXPORT_OVERLAP_MINUTES = env_positive_int("WAREHOUSE_EXPORT_OVERLAP_MINUTES", 10)
+# Without a Celery worker (the embedded defaults) the web process exports before a
+# dashboard when the last export is older than this.
+WAREHOUSE_INLINE_EXPORT_SECONDS = env_positive_int("WAREHOUSE_INLINE_EXPORT_SECONDS", 60)
+# /readyz reports the warehouse as lagging past this many seconds behind.
+WAREHOUSE_MAX_LAG_SECONDS = env_positive_int("WAREHOUSE_MAX_LAG_SECONDS", 600)
 HEALTHCHECK_TIMEOUT_SECONDS = env_positive_int("HEALTHCHECK_TIMEOUT_SECONDS", 3)
 
 # --- Celery ---------------------------------------------------------------------------
@@ -161,6 +174,7 @@ CELERY_BEAT_SCHEDULE = {
     "expiry-reminders": {"task": "loyalty.tasks.remind_expiring_bonuses", "schedule": crontab(hour=7, minute=0)},
     "due-notifications": {"task": "notifications.tasks.send_due_notifications", "schedule": crontab()},
     # Every active integration is synced when its interval is up (INTEGRATIONS_SYNC_INTERVAL_MINUTES).
+    "warehouse-export": {"task": "analytics.tasks.aggregate_transactions_to_clickhouse", "schedule": crontab()},
     "crm-sync": {"task": "integrations.tasks.sync_due_integrations", "schedule": crontab(minute="*/5")},
     "crm-webhook-cleanup": {"task": "integrations.tasks.delete_old_webhooks", "schedule": crontab(hour=2, minute=20)},
     "import-upload-cleanup": {

@@ -116,3 +116,12 @@ def sms(monkeypatch):
     backend = RecordingSmsBackend()
     monkeypatch.setattr("notifications.services.get_sms_backend", lambda: backend)
     return backend
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_warehouse():
+    """A test that touched the warehouse leaves no open session for the next one."""
+    yield
+    from analytics.warehouse import reset_warehouse
+
+    reset_warehouse()

@@ -112,6 +112,7 @@ def _import_batch(business: Business, rows: list[ImportRow], source: str) -> Bat
                 "money_refunded": ZERO,
                 "occurred_at": row.occurred_at,
                 "recorded_at": now,
+                "updated_at": now,
                 "status": Transaction.Status.COMPLETED,
                 "tier_id": account.tier_id,
                 "request_digest": "",

@@ -125,7 +125,7 @@ def refund_transaction(
         purchase.refunded_amount = after
         purchase.money_refunded += refund.money_refunded
         purchase.status = Transaction.Status.REFUNDED if after == gross else Transaction.Status.PARTIALLY_REFUNDED
-        purchase.save(update_fields=["refunded_amount", "money_refunded", "status"])
+        purchase.save(update_fields=["refunded_amount", "money_refunded", "status", "updated_at"])
         _refresh_tier(account, now)
         account.save()
         if refund.unrecovered:

@@ -28,7 +28,29 @@ def test_readyz_checks_database_and_cache(client, settings):
     response = client.get("/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "cache": "ok"}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "cache": "ok"},
+        "warehouse_lag_seconds": None,  # nothing exported yet
+    }
+
+
+@pytest.mark.django_db
+def test_readyz_shows_how_far_behind_the_warehouse_is(client, settings):
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    from analytics.models import ExportState
+
+    settings.REDIS_URL = ""
+    settings.CLICKHOUSE_URL = ""
+    moment = timezone.now()
+    ExportState.objects.create(name="purchases", watermark=moment - timedelta(seconds=90))
+    with time_machine.travel(moment, tick=False):
+        response = client.get("/readyz")
+    assert (response.status_code, response.json()["warehouse_lag_seconds"]) == (200, 90)
 
 
 @pytest.mark.django_db

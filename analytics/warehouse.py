@@ -1,0 +1,285 @@
+"""The analytics warehouse: ClickHouse, through one small client with two backends.
+
+- `CLICKHOUSE_URL` set (`clickhouse://user:password@host:9000/database`): a ClickHouse
+  server over the native protocol, through clickhouse-driver (one client per thread).
+- No URL: chDB, ClickHouse in-process, its files under `CHDB_PATH` (`var/chdb`). chDB is a
+  library: one process owns its folder, so the process keeps one session and its threads
+  take turns on it.
+
+The same SQL runs on both (ClickHouse 18.16 as Debian packages it, and chDB's 26.x; see
+CLICKHOUSE_COMPAT.md of the shared notes). Parameters are `%(name)s` placeholders rendered
+on the client with clickhouse-driver's escaping, once, for both backends. Times go in and
+come out as aware UTC datetimes (columns are `DateTime('UTC')`). Every read carries a time
+limit (WAREHOUSE_QUERY_TIMEOUT_SECONDS)."""
+
+import json
+import threading
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from django.conf import settings
+
+
+class WarehouseError(Exception):
+    """The warehouse refused a statement or could not be reached."""
+
+
+class _UtcServerInfo:
+    """What clickhouse-driver's escaping asks of a connection: the server's time zone.
+    Datetimes are rendered in UTC, which is how the columns are typed."""
+
+    @staticmethod
+    def get_timezone():
+        return "UTC"
+
+
+class _EscapeContext:
+    server_info = _UtcServerInfo()
+    client_settings = {"server_side_params": False}
+
+
+def _message(exc: Exception) -> str:
+    """The first lines of a ClickHouse error, without the server's stack trace."""
+    text = " ".join(str(exc).split("Stack trace:")[0].split())
+    return text[:500]
+
+
+def render(sql: str, params: dict | None = None) -> str:
+    """The statement with its `%(name)s` parameters escaped into it."""
+    if not params:
+        return sql
+    from clickhouse_driver.util.escape import escape_params
+
+    # Sets as arrays; the rest as clickhouse-driver renders them (aware times in UTC, as
+    # the context below tells it the server's zone is; decimals as bare literals).
+    prepared = {
+        key: sorted(value, key=str) if isinstance(value, set | frozenset) else value for key, value in params.items()
+    }
+    escaped = escape_params(prepared, _EscapeContext())
+    for key, value in prepared.items():
+        if isinstance(value, Decimal):
+            # A bare 100.50 is a Float64 to ClickHouse 18.16, which will not compare it with a Decimal.
+            escaped[key] = f"toDecimal64('{value}', {max(0, -value.as_tuple().exponent)})"
+    return sql % escaped
+
+
+class Warehouse:
+    """execute() for statements and queries, insert() for rows in batches."""
+
+    backend = ""
+
+    def execute(self, sql: str, params: dict | None = None, *, timeout: float | None = None) -> list[tuple]:
+        raise NotImplementedError
+
+    def insert(self, table: str, columns: list[str], rows: list, *, batch_size: int = 10_000) -> int:
+        raise NotImplementedError
+
+    def version(self) -> str:
+        return self.execute("SELECT version()")[0][0]
+
+    def close(self) -> None:
+        pass
+
+
+# --- The server backend ---------------------------------------------------------------------
+
+
+class ServerWarehouse(Warehouse):
+    backend = "clickhouse-server"
+
+    def __init__(self, url: str):
+        self.url = url
+        self.database = urlsplit(url).path.lstrip("/") or "default"
+        self._local = threading.local()
+
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            from clickhouse_driver import Client
+
+            # The database may not exist yet (migrate_warehouse creates it): connect to default.
+            parts = urlsplit(self.url)
+            bootstrap = Client.from_url(parts._replace(path="/default").geturl())
+            bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+            bootstrap.disconnect()
+            client = Client.from_url(self.url)
+            self._local.client = client
+        return client
+
+    def execute(self, sql, params=None, *, timeout=None):
+        from clickhouse_driver import errors
+
+        limit = timeout or settings.WAREHOUSE_QUERY_TIMEOUT_SECONDS
+        try:
+            rows = self._client().execute(render(sql, params), settings={"max_execution_time": int(max(1, limit))})
+        except (errors.Error, OSError, EOFError) as exc:
+            self._local.client = None  # a broken connection is not reused
+            raise WarehouseError(_message(exc)) from exc
+        return [tuple(_from_server(value) for value in row) for row in rows or []]
+
+    def insert(self, table, columns, rows, *, batch_size=10_000):
+        from clickhouse_driver import errors
+
+        sent = 0
+        statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
+        for start in range(0, len(rows), batch_size):
+            chunk = [tuple(_to_server(value) for value in row) for row in rows[start : start + batch_size]]
+            try:
+                self._client().execute(statement, chunk)
+            except (errors.Error, OSError, EOFError) as exc:
+                self._local.client = None
+                raise WarehouseError(_message(exc)) from exc
+            sent += len(chunk)
+        return sent
+
+    def close(self):
+        client = getattr(self._local, "client", None)
+        if client is not None:
+            client.disconnect()
+            self._local.client = None
+
+
+def _to_server(value):
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)  # the driver sends naive times as the column's zone
+    return value
+
+
+def _from_server(value):
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+# --- The in-process backend -----------------------------------------------------------------
+
+
+class ChdbWarehouse(Warehouse):
+    backend = "chdb"
+    DATABASE = "svoykrug"
+
+    def __init__(self, path: str):
+        from chdb import session
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._session = session.Session(path)
+        self._session.query(f"CREATE DATABASE IF NOT EXISTS {self.DATABASE}")
+        self._session.query(f"USE {self.DATABASE}")
+
+    def _query(self, sql: str, fmt: str = "CSV"):
+        import chdb
+
+        with self._lock:
+            try:
+                return self._session.query(sql, fmt)
+            except (RuntimeError, chdb.ChdbError) as exc:  # chDB has two ChdbError classes
+                raise WarehouseError(_message(exc)) from exc
+
+    def execute(self, sql, params=None, *, timeout=None):
+        limit = timeout or settings.WAREHOUSE_QUERY_TIMEOUT_SECONDS
+        text = render(sql, params).strip().rstrip(";")
+        if not _is_read(text):
+            self._query(text)
+            return []
+        result = self._query(
+            f"{text} SETTINGS max_execution_time={int(max(1, limit))}, output_format_json_quote_decimals=1, "
+            "output_format_json_quote_64bit_integers=1",
+            "JSONCompact",
+        )
+        payload = json.loads(result.bytes() or b'{"meta": [], "data": []}')
+        readers = [_reader(column["type"]) for column in payload["meta"]]
+        return [tuple(read(value) for read, value in zip(readers, row, strict=True)) for row in payload["data"]]
+
+    def insert(self, table, columns, rows, *, batch_size=10_000):
+        from clickhouse_driver.util.escape import escape_param
+
+        sent = 0
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            values = ",".join(
+                "(" + ",".join(str(escape_param(_literal(value), _EscapeContext())) for value in row) + ")"
+                for row in chunk
+            )
+            # Table and columns are the code's own names; every value is escaped above.
+            self._query(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}")  # noqa: S608
+            sent += len(chunk)
+        return sent
+
+    def close(self):
+        with self._lock:
+            self._session.close()
+
+
+def _literal(value):
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _is_read(sql: str) -> bool:
+    head = sql.lstrip("( \n\t").split(None, 1)[0].upper() if sql.strip() else ""
+    return head in ("SELECT", "WITH", "SHOW", "DESCRIBE", "EXISTS")
+
+
+def _reader(kind: str):
+    """How a JSONCompact value of a ClickHouse type becomes the Python value clickhouse-driver
+    would have given, so callers see the same types from both backends."""
+    if kind.startswith("Nullable("):
+        inner = _reader(kind[len("Nullable(") : -1])
+        return lambda value: None if value is None else inner(value)
+    if kind.startswith("LowCardinality("):
+        return _reader(kind[len("LowCardinality(") : -1])
+    if kind.startswith("Array("):
+        inner = _reader(kind[len("Array(") : -1])
+        return lambda value: [inner(item) for item in value]
+    if kind.startswith("Decimal"):
+        # JSON drops trailing zeros ("5700"); the driver gives the column's scale ("5700.00").
+        scale = Decimal(1).scaleb(-int(kind.rstrip(")").rsplit(",", 1)[-1]))
+        return lambda value: Decimal(value).quantize(scale)
+    if kind.startswith("DateTime"):
+        return lambda value: datetime.fromisoformat(value).replace(tzinfo=UTC)
+    if kind == "Date":
+        return date.fromisoformat
+    if kind == "UUID":
+        return uuid.UUID
+    if kind.startswith(("UInt", "Int")):
+        return int
+    if kind.startswith("Float"):
+        return float
+    return lambda value: value
+
+
+# --- The process's warehouse ------------------------------------------------------------------
+
+_warehouse: Warehouse | None = None
+_warehouse_lock = threading.Lock()
+
+
+def get_warehouse() -> Warehouse:
+    """This process's warehouse, made on first use from the settings."""
+    global _warehouse
+    with _warehouse_lock:
+        if _warehouse is None:
+            if settings.CLICKHOUSE_URL:
+                _warehouse = ServerWarehouse(settings.CLICKHOUSE_URL)
+            else:
+                _warehouse = ChdbWarehouse(settings.CHDB_PATH)
+        return _warehouse
+
+
+def reset_warehouse() -> None:
+    """Forget the process's warehouse (tests switching backends, settings changed)."""
+    global _warehouse
+    with _warehouse_lock:
+        if _warehouse is not None:
+            _warehouse.close()
+        _warehouse = None

@@ -1,0 +1,106 @@
+"""The export to the warehouse, on both backends: idempotent, a refund re-exported as a new
+version and read once, a watermark with an overlap, ledger entries with their issuers."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from analytics import export
+from analytics.models import ExportState
+from loyalty import services
+from tests.factories import BusinessFactory, LoyaltyProgramFactory
+
+pytestmark = pytest.mark.django_db
+
+D = Decimal
+
+
+def buy(business, external_id, amount, phone="+79161234567", **kwargs):
+    return services.record_transaction(
+        business=business, external_id=external_id, amount=D(amount), phone=phone, **kwargs
+    ).transaction
+
+
+def totals(warehouse, business):
+    (row,) = warehouse.execute(
+        "SELECT count(), sum(paid_amount), sum(refunded_amount), groupArray(status) "
+        "FROM purchases FINAL WHERE business_id = %(business)s",
+        {"business": business.pk},
+    )
+    return row[0], row[1], row[2], sorted(row[3])
+
+
+def test_exporting_twice_changes_no_figure(warehouse):
+    cafe = LoyaltyProgramFactory(accrual_rate=D(5)).business
+    buy(cafe, "A-1", "1000.00")
+    buy(cafe, "A-2", "250.50", phone="+79161234568")
+
+    first = export.aggregate_transactions_to_clickhouse()
+    again = export.aggregate_transactions_to_clickhouse(since=timezone.now() - timedelta(days=1))
+
+    assert first == again == 4  # 2 purchases + 2 accrual entries, each time
+    assert totals(warehouse, cafe) == (2, D("1250.50"), D("0.00"), ["completed", "completed"])
+    ((accrued, entries),) = warehouse.execute(
+        "SELECT sum(amount), count() FROM ledger_entries FINAL WHERE issuer_id = %(cafe)s", {"cafe": cafe.pk}
+    )
+    assert (accrued, entries) == (D("62.52"), 2)  # 50.00 + 12.52
+    ((names,),) = warehouse.execute("SELECT groupArray(name) FROM businesses FINAL WHERE id = %(id)s", {"id": cafe.pk})
+    assert names == [cafe.name]
+
+
+def test_a_refund_is_exported_as_a_new_version_and_read_once(warehouse):
+    cafe = LoyaltyProgramFactory(accrual_rate=D(10)).business
+    other = LoyaltyProgramFactory(business=BusinessFactory()).business
+    start = timezone.now() - timedelta(hours=5)
+    with time_machine.travel(start, tick=False):
+        buy(cafe, "A-1", "1000.00")
+        buy(other, "B-1", "300.00")
+    with time_machine.travel(start + timedelta(hours=1), tick=False):
+        assert export.aggregate_transactions_to_clickhouse() == 4
+    with time_machine.travel(start + timedelta(hours=2), tick=False):
+        # Nothing changed since the watermark (less its 10 minutes of overlap).
+        assert export.aggregate_transactions_to_clickhouse() == 0
+        services.refund_transaction(business=cafe, external_id="A-1", amount=D("400.00"), refund_id="R-1")
+    with time_machine.travel(start + timedelta(hours=3), tick=False):
+        # The purchase again (a new version) and the reversal of its accrual.
+        assert export.aggregate_transactions_to_clickhouse() == 2
+
+    assert totals(warehouse, cafe) == (1, D("1000.00"), D("400.00"), ["partially_refunded"])
+    assert totals(warehouse, other) == (1, D("300.00"), D("0.00"), ["completed"])  # never another's rows
+    ((versions,),) = warehouse.execute(
+        "SELECT uniqExact(version) FROM purchases WHERE business_id = %(cafe)s", {"cafe": cafe.pk}
+    )
+    assert versions in (1, 2)  # two versions stored until merged; FINAL reads the latest either way
+    ((kinds,),) = warehouse.execute(
+        "SELECT groupArray(kind) FROM ledger_entries FINAL WHERE transaction_id IN "
+        "(SELECT id FROM purchases FINAL WHERE business_id = %(cafe)s)",
+        {"cafe": cafe.pk},
+    )
+    assert sorted(kinds) == ["accrual", "refund_reversal"]
+
+
+def test_the_watermark_and_lag_are_kept_per_stream(warehouse):
+    cafe = LoyaltyProgramFactory().business
+    buy(cafe, "A-1", "100.00")
+    assert export.export_lag_seconds() is None
+    moment = timezone.now()
+    with time_machine.travel(moment, tick=False):
+        export.aggregate_transactions_to_clickhouse()
+    states = {state.name: state for state in ExportState.objects.all()}
+    assert set(states) == {"purchases", "ledger_entries"}
+    assert states["purchases"].watermark == moment
+    assert (states["purchases"].last_rows, states["purchases"].total_rows) == (1, 1)
+    with time_machine.travel(moment + timedelta(minutes=5), tick=False):
+        assert export.export_lag_seconds() == 300
+
+
+def test_a_second_run_while_one_is_going_does_nothing(warehouse):
+    from django.core.cache import cache
+
+    LoyaltyProgramFactory()
+    cache.add("warehouse-export", 1, timeout=60)
+    assert export.aggregate_transactions_to_clickhouse() == 0
+    assert not ExportState.objects.exists()

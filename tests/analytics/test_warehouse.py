@@ -1,0 +1,72 @@
+"""The warehouse client gives the same answers on chDB and on the ClickHouse server: schema
+migrations applied once, values round-tripped with their Python types, parameters escaped,
+errors and time limits as WarehouseError."""
+
+import uuid
+import zoneinfo
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from analytics import schema
+from analytics.warehouse import WarehouseError, render
+
+MOSCOW = zoneinfo.ZoneInfo("Europe/Moscow")
+
+
+def test_migrations_are_applied_once_and_recorded_in_the_warehouse(warehouse):
+    assert schema.migrate(warehouse) == []  # the fixture applied them
+    names = [name for (name,) in warehouse.execute("SELECT name FROM schema_migrations ORDER BY name")]
+    assert names == [path.stem for path in schema.migration_files()]
+    tables = {name for (name,) in warehouse.execute("SHOW TABLES")}
+    assert {"purchases", "ledger_entries", "businesses", "schema_migrations"} <= tables
+
+
+def test_values_come_back_with_their_python_types(warehouse):
+    row_id, business = uuid.uuid4(), uuid.uuid4()
+    moment = datetime(2026, 3, 14, 12, 30, tzinfo=MOSCOW)
+    warehouse.insert(
+        "ledger_entries",
+        ["id", "customer_id", "business_id", "issuer_id", "transaction_id", "kind", "amount", "created_at", "version"],
+        [(7, row_id, business, None, None, "accrual", Decimal("12.34"), moment, 1)],
+    )
+    ((entry_id, customer, owner, issuer, kind, amount, created),) = warehouse.execute(
+        "SELECT id, customer_id, business_id, issuer_id, kind, amount, created_at FROM ledger_entries"
+    )
+    assert (entry_id, customer, owner, issuer, kind, amount) == (7, row_id, business, None, "accrual", Decimal("12.34"))
+    assert created == moment and created.utcoffset().total_seconds() == 0  # aware, in UTC
+
+
+def test_parameters_are_escaped_once_for_both_backends(warehouse):
+    tricky = "O'Reilly \\ «кавычки»"
+    ((text, total, hit, listed),) = warehouse.execute(
+        "SELECT %(text)s, toDecimal64('10.25', 2) + %(amount)s, %(at)s > toDateTime('2026-01-01 00:00:00', 'UTC'), "
+        "has(%(ids)s, %(one)s)",
+        {
+            "text": tricky,
+            "amount": Decimal("0.75"),
+            "at": datetime(2026, 1, 1, 3, 0, 1, tzinfo=MOSCOW),  # 00:00:01 UTC
+            "ids": [uuid.UUID(int=1), uuid.UUID(int=2)],
+            "one": uuid.UUID(int=2),
+        },
+    )
+    assert (text, total, hit, listed) == (tricky, Decimal("11.00"), 1, 1)
+    assert "toDecimal64('0.75', 2)" in render("SELECT %(a)s", {"a": Decimal("0.75")})
+    assert render("SELECT %(at)s", {"at": datetime(2026, 1, 1, 3, tzinfo=MOSCOW)}) == "SELECT '2026-01-01 00:00:00'"
+
+
+def test_a_refused_statement_is_a_warehouse_error(warehouse):
+    with pytest.raises(WarehouseError, match="nosuch"):
+        warehouse.execute("SELECT nosuch_function()")
+
+
+def test_a_read_stops_at_its_time_limit(warehouse):
+    with pytest.raises(WarehouseError):
+        warehouse.execute("SELECT count() FROM system.numbers", timeout=1)
+
+
+def test_the_version_is_clickhouse(warehouse):
+    major = int(warehouse.version().split(".")[0])
+    assert major >= 18
+    assert datetime.now(UTC).year >= 2026

@@ -1,0 +1,145 @@
+"""The Analytics service: RFM segments (so far), computed in the warehouse.
+
+The catalogue's names are kept: `calculate_rfm_segments`, `aggregate_transactions_to_clickhouse`
+(in `analytics.export`, re-exported here). Every function takes an optional `as_of` date so
+that the past can be replayed: only purchases before the end of that day count."""
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.utils import timezone
+
+from analytics.export import aggregate_transactions_to_clickhouse, ensure_fresh
+from analytics.warehouse import get_warehouse
+
+__all__ = ["RFMSegment", "SEGMENTS", "aggregate_transactions_to_clickhouse", "calculate_rfm_segments", "segment_for"]
+
+# The segments, in the order the rules below try them.
+SEGMENTS = (
+    "champions",
+    "loyal",
+    "potential_loyalists",
+    "new",
+    "at_risk",
+    "cant_lose",
+    "hibernating",
+    "lost",
+)
+
+
+def segment_for(r: int, f: int, m: int) -> str:
+    """The named segment of recency, frequency and monetary scores (1–5, 5 best), by rules
+    written once here (docs/analytics.md shows them as a table):
+
+    1. can't lose — bought often and much (F ≥ 4, M ≥ 4) but not lately (R ≤ 2);
+    2. champions — recent and frequent (R ≥ 4, F ≥ 4);
+    3. loyal — fairly recent and frequent (R ≥ 3, F ≥ 3);
+    4. new — recent, one purchase (R ≥ 4, F = 1);
+    5. potential loyalists — fairly recent, a few purchases (R ≥ 3, F ≤ 2);
+    6. at risk — frequent once, not lately (R ≤ 2, F ≥ 3);
+    7. hibernating — some time ago, few purchases (R = 2, F ≤ 2);
+    8. lost — long ago, few purchases (R = 1, F ≤ 2).
+    Every one of the 125 combinations falls in exactly one."""
+    if r <= 2 and f >= 4 and m >= 4:
+        return "cant_lose"
+    if r >= 4 and f >= 4:
+        return "champions"
+    if r >= 3 and f >= 3:
+        return "loyal"
+    if r >= 4 and f == 1:
+        return "new"
+    if r >= 3:
+        return "potential_loyalists"
+    if f >= 3:
+        return "at_risk"
+    if r == 2:
+        return "hibernating"
+    return "lost"
+
+
+@dataclass(frozen=True)
+class RFMSegment:
+    user_id: object
+    recency_days: int
+    frequency: int
+    monetary: Decimal
+    r: int
+    f: int
+    m: int
+    segment: str
+
+
+def cutoff(as_of: date | datetime | None) -> datetime:
+    """The moment `as_of` means: the end of that day in the default time zone (now without one)."""
+    if as_of is None:
+        return timezone.now()
+    if isinstance(as_of, datetime):
+        return as_of if timezone.is_aware(as_of) else timezone.make_aware(as_of)
+    return timezone.make_aware(datetime.combine(as_of + timedelta(days=1), time.min))
+
+
+# Scores are quintiles among the scope's customers: the thresholds are the exact 20/40/60/80%
+# quantiles, and a score counts the thresholds a value is above (recency reversed: recent is
+# good). No window functions: ClickHouse 18.16 has none.
+RFM_SQL = """
+SELECT customer_id, recency, frequency, monetary,
+       5 - arraySum(arrayMap(q -> recency > q, tupleElement(thresholds, 1))) AS r,
+       1 + arraySum(arrayMap(q -> frequency > q, tupleElement(thresholds, 2))) AS f,
+       1 + arraySum(arrayMap(q -> toFloat64(monetary) > q, tupleElement(thresholds, 3))) AS m
+FROM (
+    SELECT customer_id,
+           dateDiff('day', max(occurred_at), toDateTime(%(as_of)s, 'UTC')) AS recency,
+           count() AS frequency,
+           sum(paid_amount - money_refunded) AS monetary
+    FROM purchases FINAL
+    WHERE occurred_at < toDateTime(%(as_of)s, 'UTC') AND status != 'refunded' {scope}
+    GROUP BY customer_id
+) AS per_customer
+CROSS JOIN (
+    SELECT (quantilesExact(0.2, 0.4, 0.6, 0.8)(recency),
+            quantilesExact(0.2, 0.4, 0.6, 0.8)(frequency),
+            quantilesExact(0.2, 0.4, 0.6, 0.8)(monetary)) AS thresholds
+    FROM (
+        SELECT dateDiff('day', max(occurred_at), toDateTime(%(as_of)s, 'UTC')) AS recency,
+               toFloat64(count()) AS frequency,
+               toFloat64(sum(paid_amount - money_refunded)) AS monetary
+        FROM purchases FINAL
+        WHERE occurred_at < toDateTime(%(as_of)s, 'UTC') AND status != 'refunded' {scope}
+        GROUP BY customer_id
+    )
+) AS quintiles
+{only}
+ORDER BY customer_id
+"""
+
+
+def calculate_rfm_segments(user_ids=None, business_id=None, as_of=None) -> list[RFMSegment]:
+    """RFM scores and segments of `user_ids` (all customers when None) among the business's
+    customers, or the whole circle's without a business, from purchases before `as_of`.
+    A customer without purchases in the scope is not in the result."""
+    ensure_fresh()
+    params = {"as_of": cutoff(as_of)}
+    scope = only = ""
+    if business_id is not None:
+        scope, params["business"] = "AND business_id = %(business)s", business_id
+    if user_ids is not None:
+        user_ids = list(user_ids)
+        if not user_ids:
+            return []
+        # As text: ClickHouse 18.16 will not look a UUID up in an array of strings.
+        only, params["users"] = "WHERE has(%(users)s, toString(customer_id))", [str(user) for user in user_ids]
+    rows = get_warehouse().execute(RFM_SQL.format(scope=scope, only=only), params)
+    return [
+        RFMSegment(
+            user_id=customer,
+            recency_days=int(recency),
+            frequency=int(frequency),
+            monetary=Decimal(monetary),
+            r=int(r),
+            f=int(f),
+            m=int(m),
+            segment=segment_for(int(r), int(f), int(m)),
+        )
+        for customer, recency, frequency, monetary, r, f, m in rows
+    ]

@@ -119,9 +119,14 @@ def sms(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _forget_the_warehouse():
-    """A test that touched the warehouse leaves no open session for the next one."""
-    yield
+def _forget_the_warehouse(settings, tmp_path_factory):
+    """Tests use chDB in a folder of the test run unless they ask for the server (the
+    `warehouse` fixture of tests/analytics runs them on both), so a CLICKHOUSE_URL in the
+    environment is never written to by a test that did not choose it; and a test that
+    touched the warehouse leaves no open session for the next one."""
     from analytics.warehouse import reset_warehouse
 
+    settings.CLICKHOUSE_URL = ""
+    settings.CHDB_PATH = str(tmp_path_factory.getbasetemp() / "chdb")
+    yield
     reset_warehouse()

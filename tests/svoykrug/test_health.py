@@ -56,6 +56,7 @@ def test_readyz_shows_how_far_behind_the_warehouse_is(client, settings):
 @pytest.mark.django_db
 def test_readyz_names_a_failing_database(client, monkeypatch, settings):
     settings.REDIS_URL = ""
+    settings.CLICKHOUSE_URL = ""
 
     def broken():
         raise ConnectionError("database is down")

@@ -70,3 +70,11 @@ def test_the_version_is_clickhouse(warehouse):
     major = int(warehouse.version().split(".")[0])
     assert major >= 18
     assert datetime.now(UTC).year >= 2026
+
+
+def test_inserted_text_comes_back_exactly(warehouse):
+    names = ["Кафе «Зерно»", "tab\there", "line\nbreak", "back\\slash 'quote'", ""]
+    rows = [(uuid.UUID(int=index + 1), name, "cafe", 1) for index, name in enumerate(names)]
+    assert warehouse.insert("businesses", ["id", "name", "category", "version"], rows, batch_size=2) == 5
+    stored = warehouse.execute("SELECT name FROM businesses FINAL ORDER BY id")
+    assert [name for (name,) in stored] == names

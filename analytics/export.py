@@ -9,10 +9,11 @@ exported again with a higher version (its `updated_at`), which the queries read 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -35,6 +36,15 @@ class Stream:
     paths: tuple[str, ...]
     columns: tuple[str, ...]
     version: Callable[[tuple], int]
+    # On PostgreSQL: the same rows as text, straight from COPY (columns, then version), and
+    # each column's type for a backend that takes typed values.
+    sql: str = ""
+    types: tuple[str, ...] = ()
+
+
+def _utc(column: str) -> str:
+    """A PostgreSQL timestamp as ClickHouse reads a DateTime('UTC') in TabSeparated."""
+    return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
 
 
 def _micros(moment: datetime) -> int:
@@ -65,6 +75,15 @@ PURCHASES = Stream(
     paths=(*PURCHASE_FIELDS, "updated_at"),
     columns=PURCHASE_FIELDS,
     version=lambda values: _micros(values[-1]),  # a later change (a refund) is a higher version
+    sql=f"""
+        SELECT id, business_id, customer_id, external_id, source, status, {_utc("occurred_at")}, {_utc("recorded_at")},
+               gross_amount, bonuses_redeemed, coupon_discount, paid_amount, bonuses_accrued, refunded_amount,
+               money_refunded, (extract(epoch FROM updated_at) * 1000000)::bigint
+        FROM loyalty_transaction
+        WHERE updated_at < %(until)s AND updated_at >= %(start)s
+        ORDER BY updated_at, id
+    """,  # noqa: S608 (a constant: no input is formatted into it)
+    types=("uuid", "uuid", "uuid", "str", "str", "str", "datetime", "datetime", *["decimal"] * 7, "int"),
 )
 LEDGER = Stream(
     name="ledger_entries",
@@ -82,6 +101,16 @@ LEDGER = Stream(
     ),
     columns=("id", "customer_id", "business_id", "issuer_id", "transaction_id", "kind", "amount", "created_at"),
     version=lambda values: 1,  # entries never change
+    sql=f"""
+        SELECT e.id, a.user_id, e.business_id, l.business_id, e.transaction_id, e.kind, e.amount,
+               {_utc("e.created_at")}, 1
+        FROM loyalty_ledgerentry AS e
+        JOIN loyalty_bonusaccount AS a ON a.id = e.account_id
+        JOIN loyalty_bonuslot AS l ON l.id = e.lot_id
+        WHERE e.created_at < %(until)s AND e.created_at >= %(start)s
+        ORDER BY e.created_at, e.id
+    """,  # noqa: S608 (a constant: no input is formatted into it)
+    types=("int", "uuid", "uuid?", "uuid?", "uuid?", "str", "decimal", "datetime", "int"),
 )
 STREAMS = (PURCHASES, LEDGER)
 
@@ -105,17 +134,11 @@ def export_stream(stream: Stream, since: datetime | None = None) -> int:
     start = since
     if start is None and state.watermark is not None:
         start = state.watermark - timedelta(minutes=settings.WAREHOUSE_EXPORT_OVERLAP_MINUTES)
-    rows = stream.model.objects.filter(**{f"{stream.time_field}__lt": until})
-    if start is not None:
-        rows = rows.filter(**{f"{stream.time_field}__gte": start})
-    rows = rows.order_by(stream.time_field, "pk").values_list(*stream.paths)
-    size = settings.WAREHOUSE_EXPORT_BATCH_ROWS
-    warehouse, count = get_warehouse(), 0
-    width = len(stream.columns)
     try:
-        for batch in _batches(rows.iterator(chunk_size=size), size):
-            prepared = [(*values[:width], stream.version(values)) for values in batch]
-            count += warehouse.insert(stream.name, [*stream.columns, "version"], prepared, batch_size=size)
+        if connection.vendor == "postgresql":
+            count = _copy_rows(stream, start, until)
+        else:
+            count = _orm_rows(stream, start, until)
     except WarehouseError as exc:
         ExportState.objects.filter(pk=stream.name).update(last_error=str(exc)[:2000], last_run_at=timezone.now())
         raise
@@ -127,6 +150,44 @@ def export_stream(stream: Stream, since: datetime | None = None) -> int:
         total_rows=F("total_rows") + count,
         last_error="",
     )
+    return count
+
+
+def _orm_rows(stream: Stream, start: datetime | None, until: datetime) -> int:
+    """The rows through the ORM, as typed values (SQLite, the embedded default)."""
+    rows = stream.model.objects.filter(**{f"{stream.time_field}__lt": until})
+    if start is not None:
+        rows = rows.filter(**{f"{stream.time_field}__gte": start})
+    rows = rows.order_by(stream.time_field, "pk").values_list(*stream.paths)
+    size = settings.WAREHOUSE_EXPORT_BATCH_ROWS
+    warehouse, count, width = get_warehouse(), 0, len(stream.columns)
+    for batch in _batches(rows.iterator(chunk_size=size), size):
+        prepared = [(*values[:width], stream.version(values)) for values in batch]
+        count += warehouse.insert(stream.name, [*stream.columns, "version"], prepared, batch_size=size)
+    return count
+
+
+def _copy_rows(stream: Stream, start: datetime | None, until: datetime) -> int:
+    """The rows as PostgreSQL's COPY text, which is ClickHouse's TabSeparated (the same
+    escapes, NULL as \\N), handed to the warehouse in batches: no Python value per cell,
+    which is what the ORM path spends its time on."""
+    size = settings.WAREHOUSE_EXPORT_BATCH_ROWS
+    warehouse, count = get_warehouse(), 0
+    columns = [*stream.columns, "version"]
+    params = {"until": until, "start": start or datetime(1970, 1, 1, tzinfo=UTC)}
+    pending, lines = b"", []
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY ({stream.sql}) TO STDOUT", params) as copy:
+        for chunk in copy:
+            parts = (pending + bytes(chunk)).split(b"\n")
+            pending = parts.pop()
+            lines.extend(parts)
+            if len(lines) >= size:
+                count += warehouse.insert_tsv(stream.name, columns, stream.types, lines)
+                lines = []
+    if pending:
+        lines.append(pending)
+    if lines:
+        count += warehouse.insert_tsv(stream.name, columns, stream.types, lines)
     return count
 
 

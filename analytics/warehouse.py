@@ -13,6 +13,7 @@ come out as aware UTC datetimes (columns are `DateTime('UTC')`). Every read carr
 limit (WAREHOUSE_QUERY_TIMEOUT_SECONDS)."""
 
 import json
+import re
 import threading
 import uuid
 from datetime import UTC, date, datetime
@@ -77,6 +78,12 @@ class Warehouse:
     def insert(self, table: str, columns: list[str], rows: list, *, batch_size: int = 10_000) -> int:
         raise NotImplementedError
 
+    def insert_tsv(self, table: str, columns: list[str], types: tuple[str, ...], lines: list[bytes]) -> int:
+        """Rows already in TabSeparated text (PostgreSQL's COPY output); `types` name each
+        column's type ("uuid", "uuid?", "str", "decimal", "datetime", "int") for a backend
+        that takes typed values."""
+        raise NotImplementedError
+
     def version(self) -> str:
         return self.execute("SELECT version()")[0][0]
 
@@ -134,6 +141,14 @@ class ServerWarehouse(Warehouse):
                 raise WarehouseError(_message(exc)) from exc
             sent += len(chunk)
         return sent
+
+    def insert_tsv(self, table, columns, types, lines):
+        readers = [_TSV_READERS[kind] for kind in types]
+        rows = []
+        for line in lines:
+            cells = line.decode("utf-8").split("\t")
+            rows.append(tuple(read(cell) for read, cell in zip(readers, cells, strict=True)))
+        return self.insert(table, columns, rows, batch_size=max(1, len(rows)))
 
     def close(self):
         client = getattr(self._local, "client", None)
@@ -206,12 +221,47 @@ class ChdbWarehouse(Warehouse):
             sent += len(chunk)
         return sent
 
+    def insert_tsv(self, table, columns, types, lines):
+        body = b"\n".join(lines).decode("utf-8")
+        # Table and columns are the code's own names; the text is COPY's, TabSeparated already.
+        self._query(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT TabSeparated\n{body}\n")
+        return len(lines)
+
     def close(self):
         with self._lock:
             self._session.close()
 
 
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+
+
+_TSV_UNESCAPES = {"t": "\t", "n": "\n", "r": "\r", "0": "\0", "b": "\b", "f": "\f", "v": "\v"}
+_TSV_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _tsv_text(cell: str) -> str:
+    """A TabSeparated string cell unescaped (\\t, \\n, \\\\ ...)."""
+    if "\\" not in cell:
+        return cell
+    return _TSV_ESCAPED.sub(lambda match: _TSV_UNESCAPES.get(match.group(1), match.group(1)), cell)
+
+
+def _naive_utc(cell: str) -> datetime:
+    return datetime.fromisoformat(cell)  # the driver sends naive times in the column's zone (UTC)
+
+
+def _nullable(read):
+    return lambda cell: None if cell == "\\N" else read(cell)
+
+
+_TSV_READERS = {
+    "uuid": uuid.UUID,
+    "uuid?": _nullable(uuid.UUID),
+    "str": _tsv_text,
+    "decimal": Decimal,
+    "datetime": _naive_utc,
+    "int": int,
+}
 
 
 def _tsv(value) -> str:

@@ -104,3 +104,14 @@ def test_a_second_run_while_one_is_going_does_nothing(warehouse):
     cache.add("warehouse-export", 1, timeout=60)
     assert export.aggregate_transactions_to_clickhouse() == 0
     assert not ExportState.objects.exists()
+
+
+def test_text_with_escapes_survives_the_export(warehouse):
+    cafe = LoyaltyProgramFactory().business
+    tricky = "чек\t№1 \\ «ё»\nвторая строка"
+    buy(cafe, tricky, "10.00")
+    export.aggregate_transactions_to_clickhouse()
+    ((external_id,),) = warehouse.execute(
+        "SELECT external_id FROM purchases FINAL WHERE business_id = %(cafe)s", {"cafe": cafe.pk}
+    )
+    assert external_id == tricky

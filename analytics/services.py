@@ -1,8 +1,9 @@
-"""The Analytics service: RFM segments (so far), computed in the warehouse.
+"""The Analytics service: RFM segments and churn risk, computed in the warehouse.
 
-The catalogue's names are kept: `calculate_rfm_segments`, `aggregate_transactions_to_clickhouse`
-(in `analytics.export`, re-exported here). Every function takes an optional `as_of` date so
-that the past can be replayed: only purchases before the end of that day count."""
+The catalogue's names are kept: `calculate_rfm_segments`, `predict_churn_risk` (the model is in
+`analytics.churn`), `aggregate_transactions_to_clickhouse` (in `analytics.export`, re-exported
+here). Every function takes an optional `as_of` date so that the past can be replayed: only
+purchases before the end of that day count."""
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -10,10 +11,20 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from analytics.dashboard import DashboardData, generate_business_dashboard
 from analytics.export import aggregate_transactions_to_clickhouse, ensure_fresh
 from analytics.warehouse import get_warehouse
 
-__all__ = ["RFMSegment", "SEGMENTS", "aggregate_transactions_to_clickhouse", "calculate_rfm_segments", "segment_for"]
+__all__ = [
+    "DashboardData",
+    "RFMSegment",
+    "SEGMENTS",
+    "aggregate_transactions_to_clickhouse",
+    "calculate_rfm_segments",
+    "generate_business_dashboard",
+    "predict_churn_risk",
+    "segment_for",
+]
 
 # The segments, in the order the rules below try them.
 SEGMENTS = (
@@ -143,3 +154,18 @@ def calculate_rfm_segments(user_ids=None, business_id=None, as_of=None) -> list[
         )
         for customer, recency, frequency, monetary, r, f, m in rows
     ]
+
+
+def predict_churn_risk(user_id, business_id=None, as_of=None) -> float:
+    """The probability (0–1) that the customer makes no purchase in the next CHURN_HORIZON_DAYS
+    after `as_of` (now by default), in the circle or at `business_id`, from data before `as_of`
+    only. A model trained for the moment is used (the current one for now; trained on first
+    use if there is none); analytics.churn describes the model and its checks.
+
+    No silent fallback: without a model that beat the recency baseline this raises
+    `churn.NotEnoughChurnData` (too few customers, or one outcome only) or
+    `churn.ChurnModelUnavailable`; a customer with no purchase in the scope raises
+    `churn.NoPurchaseHistory`. All three are `churn.ChurnError`."""
+    from analytics import churn  # churn uses cutoff() from this module
+
+    return churn.predict_churn_risk(user_id, business_id=business_id, as_of=as_of)

@@ -9,3 +9,12 @@ from analytics import export
 def aggregate_transactions_to_clickhouse() -> int:
     """Every minute: what changed in PostgreSQL since the watermarks, into the warehouse."""
     return export.aggregate_transactions_to_clickhouse()
+
+
+@shared_task(name="analytics.tasks.refresh_churn_scores")
+def refresh_churn_scores() -> dict:
+    """Nightly: train the churn model if the current one is older than CHURN_RETRAIN_DAYS (or
+    missing), then score every customer in the circle and at each partner (ChurnScore)."""
+    from analytics import churn
+
+    return churn.refresh_churn_scores()

@@ -97,8 +97,12 @@ def fill():
                    at, at, now(), 'completed', ''
             FROM (
                 SELECT n, c, (100 + (n * 7919) %% 4900)::numeric(12, 2) AS amount,
-                       now() - make_interval(days => ((c %% 400) + (n / %(customers)s) * (3 + c %% 58))::int) AS at
-                FROM (SELECT n, 1 + n %% %(customers)s AS c FROM generate_series(0::bigint, %(purchases)s - 1) AS n) AS s
+                       now() - make_interval(
+                           days => ((c %% 400) + (n / %(customers)s) * (3 + c %% 58))::int
+                       ) AS at
+                FROM (
+                    SELECT n, 1 + n %% %(customers)s AS c FROM generate_series(0::bigint, %(purchases)s - 1) AS n
+                ) AS s
             ) AS p
             """,
             {"businesses": BUSINESSES, "customers": CUSTOMERS, "purchases": PURCHASES},

@@ -150,6 +150,16 @@ WAREHOUSE_EXPORT_OVERLAP_MINUTES = env_positive_int("WAREHOUSE_EXPORT_OVERLAP_MI
 WAREHOUSE_INLINE_EXPORT_SECONDS = env_positive_int("WAREHOUSE_INLINE_EXPORT_SECONDS", 60)
 # /readyz reports the warehouse as lagging past this many seconds behind.
 WAREHOUSE_MAX_LAG_SECONDS = env_positive_int("WAREHOUSE_MAX_LAG_SECONDS", 600)
+# Churn risk (analytics/churn.py): the probability of no purchase in the next this many days.
+# Training reads features at as_of − 2·horizon labelled by the next horizon, and checks them
+# on features at as_of − horizon labelled by the horizon up to as_of.
+CHURN_HORIZON_DAYS = env_positive_int("CHURN_HORIZON_DAYS", 90)
+# Training refuses (NotEnoughChurnData) when either window has fewer customers than this…
+CHURN_MIN_TRAINING_CUSTOMERS = env_positive_int("CHURN_MIN_TRAINING_CUSTOMERS", 50)
+# …or fewer than this many customers who churned, or who stayed.
+CHURN_MIN_CLASS_CUSTOMERS = env_positive_int("CHURN_MIN_CLASS_CUSTOMERS", 5)
+# The nightly refresh trains a new model when the current one's data is older than this many days.
+CHURN_RETRAIN_DAYS = env_positive_int("CHURN_RETRAIN_DAYS", 7)
 HEALTHCHECK_TIMEOUT_SECONDS = env_positive_int("HEALTHCHECK_TIMEOUT_SECONDS", 3)
 
 # --- Celery ---------------------------------------------------------------------------
@@ -175,6 +185,9 @@ CELERY_BEAT_SCHEDULE = {
     "due-notifications": {"task": "notifications.tasks.send_due_notifications", "schedule": crontab()},
     # Every active integration is synced when its interval is up (INTEGRATIONS_SYNC_INTERVAL_MINUTES).
     "warehouse-export": {"task": "analytics.tasks.aggregate_transactions_to_clickhouse", "schedule": crontab()},
+    # 01:30 Moscow time, after the day's bonus expiry and tiers: train the churn model if it is
+    # older than CHURN_RETRAIN_DAYS, then score every customer in the circle and at each partner.
+    "churn-scores": {"task": "analytics.tasks.refresh_churn_scores", "schedule": crontab(hour=22, minute=30)},
     "crm-sync": {"task": "integrations.tasks.sync_due_integrations", "schedule": crontab(minute="*/5")},
     "crm-webhook-cleanup": {"task": "integrations.tasks.delete_old_webhooks", "schedule": crontab(hour=2, minute=20)},
     "import-upload-cleanup": {

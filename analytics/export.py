@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Business
@@ -40,6 +40,9 @@ class Stream:
     # each column's type for a backend that takes typed values.
     sql: str = ""
     types: tuple[str, ...] = ()
+    # One partner's rows (a rebuild): in SQL for COPY, and as ORM filters.
+    scope_sql: str = ""
+    scope_q: Callable[[object], Q] | None = None
 
 
 def _utc(column: str) -> str:
@@ -80,10 +83,12 @@ PURCHASES = Stream(
                gross_amount, bonuses_redeemed, coupon_discount, paid_amount, bonuses_accrued, refunded_amount,
                money_refunded, (extract(epoch FROM updated_at) * 1000000)::bigint
         FROM loyalty_transaction
-        WHERE updated_at < %(until)s AND updated_at >= %(start)s
+        WHERE updated_at < %(until)s AND updated_at >= %(start)s {{scope}}
         ORDER BY updated_at, id
     """,  # noqa: S608 (a constant: no input is formatted into it)
     types=("uuid", "uuid", "uuid", "str", "str", "str", "datetime", "datetime", *["decimal"] * 7, "int"),
+    scope_sql="AND business_id = %(business)s",
+    scope_q=lambda business_id: Q(business_id=business_id),
 )
 LEDGER = Stream(
     name="ledger_entries",
@@ -107,10 +112,12 @@ LEDGER = Stream(
         FROM loyalty_ledgerentry AS e
         JOIN loyalty_bonusaccount AS a ON a.id = e.account_id
         JOIN loyalty_bonuslot AS l ON l.id = e.lot_id
-        WHERE e.created_at < %(until)s AND e.created_at >= %(start)s
+        WHERE e.created_at < %(until)s AND e.created_at >= %(start)s {{scope}}
         ORDER BY e.created_at, e.id
     """,  # noqa: S608 (a constant: no input is formatted into it)
     types=("int", "uuid", "uuid?", "uuid?", "uuid?", "str", "decimal", "datetime", "int"),
+    scope_sql="AND (e.business_id = %(business)s OR l.business_id = %(business)s)",
+    scope_q=lambda business_id: Q(business_id=business_id) | Q(lot__business_id=business_id),
 )
 STREAMS = (PURCHASES, LEDGER)
 
@@ -135,10 +142,7 @@ def export_stream(stream: Stream, since: datetime | None = None) -> int:
     if start is None and state.watermark is not None:
         start = state.watermark - timedelta(minutes=settings.WAREHOUSE_EXPORT_OVERLAP_MINUTES)
     try:
-        if connection.vendor == "postgresql":
-            count = _copy_rows(stream, start, until)
-        else:
-            count = _orm_rows(stream, start, until)
+        count = _rows(stream, start, until)
     except WarehouseError as exc:
         ExportState.objects.filter(pk=stream.name).update(last_error=str(exc)[:2000], last_run_at=timezone.now())
         raise
@@ -153,9 +157,26 @@ def export_stream(stream: Stream, since: datetime | None = None) -> int:
     return count
 
 
-def _orm_rows(stream: Stream, start: datetime | None, until: datetime) -> int:
+def _rows(stream: Stream, start: datetime | None, until: datetime, business_id=None) -> int:
+    if connection.vendor == "postgresql":
+        return _copy_rows(stream, start, until, business_id)
+    return _orm_rows(stream, start, until, business_id)
+
+
+def rebuild_business(business_id) -> int:
+    """Export all of one partner's purchases and ledger entries again (after a repair in
+    PostgreSQL, or a warehouse restored from an old backup). Rows come back with the same
+    versions, so nothing is counted twice; the watermarks do not move."""
+    until = timezone.now()
+    export_businesses()
+    return sum(_rows(stream, None, until, business_id) for stream in STREAMS)
+
+
+def _orm_rows(stream: Stream, start: datetime | None, until: datetime, business_id=None) -> int:
     """The rows through the ORM, as typed values (SQLite, the embedded default)."""
     rows = stream.model.objects.filter(**{f"{stream.time_field}__lt": until})
+    if business_id is not None:
+        rows = rows.filter(stream.scope_q(business_id))
     if start is not None:
         rows = rows.filter(**{f"{stream.time_field}__gte": start})
     rows = rows.order_by(stream.time_field, "pk").values_list(*stream.paths)
@@ -167,16 +188,17 @@ def _orm_rows(stream: Stream, start: datetime | None, until: datetime) -> int:
     return count
 
 
-def _copy_rows(stream: Stream, start: datetime | None, until: datetime) -> int:
+def _copy_rows(stream: Stream, start: datetime | None, until: datetime, business_id=None) -> int:
     """The rows as PostgreSQL's COPY text, which is ClickHouse's TabSeparated (the same
     escapes, NULL as \\N), handed to the warehouse in batches: no Python value per cell,
     which is what the ORM path spends its time on."""
     size = settings.WAREHOUSE_EXPORT_BATCH_ROWS
     warehouse, count = get_warehouse(), 0
     columns = [*stream.columns, "version"]
-    params = {"until": until, "start": start or datetime(1970, 1, 1, tzinfo=UTC)}
+    params = {"until": until, "start": start or datetime(1970, 1, 1, tzinfo=UTC), "business": business_id}
+    sql = stream.sql.format(scope=stream.scope_sql if business_id is not None else "")
     pending, lines = b"", []
-    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY ({stream.sql}) TO STDOUT", params) as copy:
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY ({sql}) TO STDOUT", params) as copy:
         for chunk in copy:
             parts = (pending + bytes(chunk)).split(b"\n")
             pending = parts.pop()

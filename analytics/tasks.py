@@ -18,3 +18,9 @@ def refresh_churn_scores() -> dict:
     from analytics import churn
 
     return churn.refresh_churn_scores()
+
+
+@shared_task(name="analytics.tasks.rebuild_business")
+def rebuild_business(business_id: str) -> int:
+    """From the admin: one partner's purchases and ledger entries exported again."""
+    return export.rebuild_business(business_id)

@@ -33,7 +33,8 @@ def applied(warehouse: Warehouse) -> set[str]:
 
 def migrate(warehouse: Warehouse | None = None) -> list[str]:
     """Apply the migrations not yet recorded; returns their names. Each statement is written
-    to be harmless if repeated (IF NOT EXISTS), so a run cut short can simply run again."""
+    to be harmless if repeated (IF NOT EXISTS), so a run cut short can simply run again.
+    On an empty warehouse the export's watermarks are reset, so everything is sent again."""
     warehouse = warehouse or get_warehouse()
     done = applied(warehouse)
     new = []
@@ -44,4 +45,10 @@ def migrate(warehouse: Warehouse | None = None) -> list[str]:
             warehouse.execute(statement)
         warehouse.insert("schema_migrations", ["name", "applied_at"], [(path.stem, timezone.now())])
         new.append(path.stem)
+    if new and not done:
+        # An empty warehouse (new, or lost and made again): whatever the export's watermarks
+        # say was sent is not there, so the next export starts from the beginning.
+        from analytics.models import ExportState
+
+        ExportState.objects.all().delete()
     return new

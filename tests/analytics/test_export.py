@@ -115,3 +115,20 @@ def test_text_with_escapes_survives_the_export(warehouse):
         "SELECT external_id FROM purchases FINAL WHERE business_id = %(cafe)s", {"cafe": cafe.pk}
     )
     assert external_id == tricky
+
+
+def test_a_new_empty_warehouse_is_filled_from_the_beginning(warehouse, settings, tmp_path):
+    from analytics import schema
+    from analytics.warehouse import get_warehouse, reset_warehouse
+
+    cafe = LoyaltyProgramFactory().business
+    buy(cafe, "A-1", "100.00")
+    export.aggregate_transactions_to_clickhouse()
+    # The warehouse is lost and made again (here: a new chDB folder); PostgreSQL still has
+    # its watermarks, which would skip everything already sent.
+    reset_warehouse()
+    settings.CLICKHOUSE_URL = ""
+    settings.CHDB_PATH = str(tmp_path / "chdb-again")
+    assert schema.migrate() != []
+    export.aggregate_transactions_to_clickhouse()
+    assert totals(get_warehouse(), cafe)[:2] == (1, D("100.00"))

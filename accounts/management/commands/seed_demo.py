@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.demo import CUSTOMER_COUNT, customer_phone, seed_accounts, staff_phone
 from accounts.models import Business, Membership, User
+from analytics.demo import seed_analytics
 from integrations.demo import seed_integrations
 from loyalty.demo import PURCHASE_COUNT, seed_loyalty
 from notifications.demo import seed_notifications
@@ -14,7 +15,7 @@ class Command(BaseCommand):
     help = (
         "Load the demo circle: businesses, their staff, customers and a staff superuser; the businesses' "
         "loyalty programs, months of purchases and customers in every tier; devices and notifications; "
-        "a CRM integration per provider."
+        "a CRM integration per provider; the analytics warehouse and churn scores."
     )
 
     def add_arguments(self, parser):
@@ -52,6 +53,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         notifications = seed_notifications(result["customers"])
         integrations = seed_integrations()
+        analytics = seed_analytics()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo circle ready: {Business.objects.count()} businesses, "
@@ -71,6 +73,9 @@ class Command(BaseCommand):
             f"  Integrations: {integrations['integrations']} CRM connections (one per provider; "
             "one degraded, one failing), with their synced purchases."
         )
+        churn = analytics["churn"]
+        scored = f"{churn['scored']} churn scores" if churn["scored"] else f"no churn scores ({churn['problem']})"
+        self.stdout.write(f"  Analytics: {analytics['exported']} rows exported to the warehouse; {scored}.")
         self.stdout.write(f"  Admin login:     phone {result['admin'].phone}  password {settings.DEMO_ADMIN_PASSWORD}")
         self.stdout.write(f"  Partner owner:   phone {staff_phone(1, 1)} ({result['businesses'][0].name})")
         self.stdout.write(f"  Customer:        phone {customer_phone(1)} (log in with an SMS code; see the server log)")

@@ -7,7 +7,9 @@ from django.urls import path
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Business
-from analytics.models import ChurnModel, ExportState
+from accounts.portal import money
+from analytics import campaigns
+from analytics.models import Campaign, ChurnModel, ExportState
 
 
 class RebuildForm(forms.Form):
@@ -127,3 +129,42 @@ class ChurnModelAdmin(admin.ModelAdmin):
     @admin.display(description=_("baseline Brier"))
     def baseline_brier(self, obj):
         return self._metric(obj, "brier", baseline=True)
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    """Partners' segment campaigns, read-only: the audience, the message, and what followed —
+    messages sent, and the recipients' purchases within CAMPAIGN_ATTRIBUTION_DAYS."""
+
+    list_display = ["title", "business", "audience", "status", "audience_size", "created_at", "sent_at", "results"]
+    list_filter = ["status", "segment"]
+    list_select_related = ["business"]
+    search_fields = ["title", "business__name"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["results"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("audience"))
+    def audience(self, obj):
+        return obj.audience_label
+
+    @admin.display(description=_("results"))
+    def results(self, obj):
+        if obj.status == Campaign.Status.DRAFT:
+            return "—"
+        outcome = campaigns.results(obj)
+        summary = _(
+            "%(sent)d sent, %(waiting)d waiting; %(purchases)d purchases by %(buyers)d customers for %(revenue)s"
+        )
+        return summary % {
+            "sent": outcome.delivered,
+            "waiting": outcome.waiting,
+            "purchases": outcome.purchases,
+            "buyers": outcome.buyers,
+            "revenue": money(outcome.revenue),
+        }

@@ -31,10 +31,11 @@ def applied(warehouse: Warehouse) -> set[str]:
     return {name for (name,) in warehouse.execute("SELECT DISTINCT name FROM schema_migrations")}
 
 
-def migrate(warehouse: Warehouse | None = None) -> list[str]:
+def migrate(warehouse: Warehouse | None = None, *, reset_export: bool = True) -> list[str]:
     """Apply the migrations not yet recorded; returns their names. Each statement is written
     to be harmless if repeated (IF NOT EXISTS), so a run cut short can simply run again.
-    On an empty warehouse the export's watermarks are reset, so everything is sent again."""
+    On an empty warehouse the export's watermarks are reset (unless `reset_export` is off:
+    a caller without the database), so everything is sent again."""
     warehouse = warehouse or get_warehouse()
     done = applied(warehouse)
     new = []
@@ -45,7 +46,7 @@ def migrate(warehouse: Warehouse | None = None) -> list[str]:
             warehouse.execute(statement)
         warehouse.insert("schema_migrations", ["name", "applied_at"], [(path.stem, timezone.now())])
         new.append(path.stem)
-    if new and not done:
+    if new and not done and reset_export:
         # An empty warehouse (new, or lost and made again): whatever the export's watermarks
         # say was sent is not there, so the next export starts from the beginning.
         from analytics.models import ExportState

@@ -24,3 +24,16 @@ def refresh_churn_scores() -> dict:
 def rebuild_business(business_id: str) -> int:
     """From the admin: one partner's purchases and ledger entries exported again."""
     return export.rebuild_business(business_id)
+
+
+@shared_task(name="analytics.tasks.send_campaign")
+def send_campaign(campaign_id: str) -> int:
+    """A big campaign's messages, queued after the portal's "Send" (analytics.campaigns.send).
+    Safe to run twice: a customer already notified for the campaign is not notified again."""
+    from analytics import campaigns
+    from analytics.models import Campaign
+
+    campaign = Campaign.objects.select_related("business").filter(pk=campaign_id).first()
+    if campaign is None:
+        return 0
+    return campaigns.deliver(campaign)

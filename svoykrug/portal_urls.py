@@ -3,13 +3,22 @@
 from django.urls import path
 
 from accounts import portal as accounts_portal
+from analytics import portal as analytics_portal
+from analytics import portal_campaigns as campaigns_portal
 from integrations import portal as integrations_portal
 from loyalty import portal as loyalty_portal
 
 app_name = "portal"
 
 urlpatterns = [
-    path("", loyalty_portal.dashboard, name="dashboard"),
+    # The home page: the analytics dashboard (a cashier's: the live overview), its tables as CSV.
+    path("", analytics_portal.dashboard, name="dashboard"),
+    path("dashboard/figures.csv", analytics_portal.dashboard_csv, {"table": "figures"}, name="dashboard-figures-csv"),
+    path("dashboard/series.csv", analytics_portal.dashboard_csv, {"table": "series"}, name="dashboard-series-csv"),
+    path(
+        "dashboard/segments.csv", analytics_portal.dashboard_csv, {"table": "segments"}, name="dashboard-segments-csv"
+    ),
+    path("dashboard/at-risk.csv", analytics_portal.dashboard_csv, {"table": "at_risk"}, name="dashboard-at-risk-csv"),
     # The frame: login, logout, the business switcher.
     path("login/", accounts_portal.login_phone, name="login"),
     path("login/code/", accounts_portal.login_code, name="login-code"),
@@ -52,4 +61,10 @@ urlpatterns = [
     path("imports/<uuid:job_id>/preview/", integrations_portal.import_preview, name="import-preview"),
     path("imports/<uuid:job_id>/cancel/", integrations_portal.import_cancel, name="import-cancel"),
     path("imports/<uuid:job_id>/progress.json", integrations_portal.import_progress, name="import-progress"),
+    # Segment campaigns: write, preview the reach and the SMS cost, send once, see what followed.
+    path("campaigns/", campaigns_portal.campaign_list, name="campaigns"),
+    path("campaigns/new/", campaigns_portal.campaign_new, name="campaign-new"),
+    path("campaigns/<uuid:campaign_id>/", campaigns_portal.campaign_detail, name="campaign"),
+    path("campaigns/<uuid:campaign_id>/edit/", campaigns_portal.campaign_edit, name="campaign-edit"),
+    path("campaigns/<uuid:campaign_id>/send/", campaigns_portal.campaign_send, name="campaign-send"),
 ]

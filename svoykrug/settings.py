@@ -160,6 +160,8 @@ CHURN_MIN_TRAINING_CUSTOMERS = env_positive_int("CHURN_MIN_TRAINING_CUSTOMERS", 
 CHURN_MIN_CLASS_CUSTOMERS = env_positive_int("CHURN_MIN_CLASS_CUSTOMERS", 5)
 # The nightly refresh trains a new model when the current one's data is older than this many days.
 CHURN_RETRAIN_DAYS = env_positive_int("CHURN_RETRAIN_DAYS", 7)
+# A campaign's results count the recipients' purchases at the partner this many days after the send.
+CAMPAIGN_ATTRIBUTION_DAYS = env_positive_int("CAMPAIGN_ATTRIBUTION_DAYS", 14)
 HEALTHCHECK_TIMEOUT_SECONDS = env_positive_int("HEALTHCHECK_TIMEOUT_SECONDS", 3)
 
 # --- Celery ---------------------------------------------------------------------------

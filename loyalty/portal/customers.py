@@ -1,8 +1,12 @@
 """Customers of the business, one customer, and manual adjustments."""
 
+import logging
+from datetime import datetime, time, timedelta
+
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db.models import F, OuterRef, Subquery
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -12,15 +16,30 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.models import User
 from accounts.portal import MANAGING_ROLES, PortalForm, money, paginate, portal_view
+from analytics.models import ChurnScore
+from analytics.portal import SEGMENT_CHOICES, SEGMENT_LABELS
+from analytics.services import calculate_rfm_segments
+from analytics.warehouse import WarehouseError
 from loyalty import selectors, services
 from loyalty.models import LedgerEntry
 from loyalty.money import ZERO
 from loyalty.portal.common import MONEY_FIELD, PhoneSearchField, add_domain_error, new_key
 from svoykrug.exceptions import DomainError
 
+logger = logging.getLogger(__name__)
+
+RISK_CHOICES = [("", _("Any")), ("30", "≥ 30 %"), ("50", "≥ 50 %"), ("70", "≥ 70 %"), ("90", "≥ 90 %")]
+SORT_CHOICES = [("", _("Last visit")), ("risk", _("Churn risk"))]
+SEGMENTS_DOWN = _("Segments are unavailable right now: the analytics warehouse does not answer.")
+
 
 class CustomerSearchForm(PortalForm):
     phone = PhoneSearchField(widget=forms.TextInput(attrs={"type": "search", "inputmode": "tel", "placeholder": "+7"}))
+    segment = forms.ChoiceField(label=_("Segment"), required=False, choices=[("", _("Any")), *SEGMENT_CHOICES])
+    risk = forms.TypedChoiceField(
+        label=_("Churn risk"), required=False, choices=RISK_CHOICES, coerce=int, empty_value=None
+    )
+    sort = forms.ChoiceField(label=_("Sort by"), required=False, choices=SORT_CHOICES)
 
 
 def _customer_or_404(business, user_id) -> User:
@@ -31,14 +50,67 @@ def _customer_or_404(business, user_id) -> User:
     return customer
 
 
+def _segments_moment() -> datetime:
+    """The end of today on the business's clock: the moment the dashboard's segments are of,
+    so that a segment's count there is the length of the list filtered by it here."""
+    return datetime.combine(timezone.localdate() + timedelta(days=1), time.min, tzinfo=timezone.get_current_timezone())
+
+
 @require_GET
 @portal_view()
 def customers(request):
-    """People who bought here, newest visit first; search by a phone or part of one."""
+    """People who bought here, newest visit first (or most at risk first); search by a phone
+    or part of one, filter by RFM segment and by churn risk.
+
+    The segment of the customers shown is one warehouse query per page: of the page's
+    customers, or, filtering by a segment, of all the business's customers (whose ids in
+    that segment then filter the list). The churn risk is this business's latest score."""
     form = CustomerSearchForm(request.GET)
-    phone = form.cleaned_data["phone"] if form.is_valid() else ""
-    page = paginate(request, selectors.business_customers(business=request.business, phone=phone or None))
-    return render(request, "portal/loyalty/customers.html", {"form": form, "page": page, "searched": phone})
+    form.is_valid()
+    cleaned = getattr(form, "cleaned_data", {})
+    phone, segment, risk = cleaned.get("phone") or "", cleaned.get("segment") or "", cleaned.get("risk")
+    business = request.business
+    listed = selectors.business_customers(business=business, phone=phone or None).annotate(
+        churn_risk=Subquery(ChurnScore.objects.filter(user=OuterRef("pk"), business=business).values("risk")[:1])
+    )
+    if risk is not None:
+        listed = listed.filter(churn_risk__gte=risk / 100)
+    if cleaned.get("sort") == "risk":
+        listed = listed.order_by(F("churn_risk").desc(nulls_last=True), "-last_visit")
+    segments, segments_down = None, False
+    if segment:
+        try:
+            segments = {row.user_id: row.segment for row in _segments(business, None)}
+        except WarehouseError:
+            segments_down = True
+            form.add_error("segment", SEGMENTS_DOWN)
+        else:
+            listed = listed.filter(pk__in=[user for user, name in segments.items() if name == segment])
+    page = paginate(request, listed)
+    if segments is None and not segments_down:
+        try:
+            segments = {row.user_id: row.segment for row in _segments(business, [c.pk for c in page])}
+        except WarehouseError:
+            segments_down = True
+    for customer in page:
+        customer.segment = segments.get(customer.pk) if segments else None
+        customer.segment_label = SEGMENT_LABELS.get(customer.segment, "")
+    context = {
+        "form": form,
+        "page": page,
+        "searched": phone,
+        "filtered": bool(phone or segment or risk is not None),
+        "segments_down": SEGMENTS_DOWN if segments_down else "",
+    }
+    return render(request, "portal/loyalty/customers.html", context)
+
+
+def _segments(business, user_ids):
+    try:
+        return calculate_rfm_segments(user_ids=user_ids, business_id=business.pk, as_of=_segments_moment())
+    except WarehouseError:
+        logger.warning("The customers list of %s could not read the segments", business.pk, exc_info=True)
+        raise
 
 
 @require_GET

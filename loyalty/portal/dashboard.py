@@ -1,4 +1,6 @@
-"""The overview after login: today, this month, the customers."""
+"""The live overview: today, this month, the customers, the latest purchases, straight from
+PostgreSQL. At /portal/ it is a cashier's home page; owners and managers get the analytics
+dashboard there (`analytics.portal.dashboard`), which shows this overview at its top."""
 
 from django.db.models import Count, Q, Sum
 from django.shortcuts import render
@@ -12,11 +14,9 @@ from loyalty.money import ZERO
 from loyalty.portal.common import ISSUING_KINDS, local_midnight
 
 
-@require_GET
-@portal_view()
-def dashboard(request):
-    """Today's purchases, this month's purchases and bonuses, all-time customers."""
-    business = request.business
+def overview_context(business) -> dict:
+    """Today's purchases, this month's purchases and bonuses, all-time customers, and the
+    ten latest purchases, in the active (the business's) time zone."""
     day_start = local_midnight(timezone.localdate())
     month_start = day_start.replace(day=1)
     purchases = Transaction.objects.filter(business=business).aggregate(
@@ -34,7 +34,7 @@ def dashboard(request):
         ),
         spent=Sum("amount", filter=Q(kind=LedgerEntry.Kind.REDEMPTION)),
     )
-    context = {
+    return {
         "today_count": purchases["today_count"],
         "today_total": purchases["today_total"] or ZERO,
         "month_count": purchases["month_count"],
@@ -45,4 +45,16 @@ def dashboard(request):
         "month_start": month_start,
         "recent": selectors.business_transactions(business=business)[:10],
     }
-    return render(request, "portal/loyalty/dashboard.html", context)
+
+
+def render_overview(request):
+    """The overview page of `request.business` (under `portal_view`)."""
+    return render(request, "portal/loyalty/dashboard.html", overview_context(request.business))
+
+
+@require_GET
+@portal_view()
+def dashboard(request):
+    """The overview on a page of its own (/portal/ routes to analytics.portal.dashboard,
+    which shows it to cashiers)."""
+    return render_overview(request)

@@ -34,6 +34,6 @@ def warehouse(request, settings, tmp_path):
         admin.execute("DROP DATABASE IF EXISTS svoykrug_test")
         admin.disconnect()
     current = get_warehouse()
-    schema.migrate(current)
+    schema.migrate(current, reset_export=False)  # a new warehouse; the test's database starts empty anyway
     yield current
     reset_warehouse()

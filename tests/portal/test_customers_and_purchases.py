@@ -101,6 +101,7 @@ def test_customer_search_by_phone(client, login, owner, customers, search, phone
 def test_customer_list_takes_the_same_queries_for_few_and_many_customers(client, login, owner, business_a, buy):
     login(owner)
     buy(business_a, "+79991110001", "100.00")
+    client.get("/portal/customers/")  # the first warehouse read of a minute exports inline first
     with CaptureQueriesContext(connection) as few:
         client.get("/portal/customers/")
     for n in range(2, 8):
@@ -314,6 +315,7 @@ def test_purchase_list_is_paginated(client, login, owner, business_a, buy):
 def test_purchase_list_takes_the_same_queries_for_few_and_many_purchases(client, login, owner, business_a, buy):
     login(owner)
     buy(business_a, "+79991110001", "100.00")
+    client.get("/portal/customers/")  # the first warehouse read of a minute exports inline first
     with CaptureQueriesContext(connection) as few:
         client.get("/portal/transactions/")
     for n in range(2, 8):

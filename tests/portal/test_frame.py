@@ -11,6 +11,7 @@ from django.utils import translation
 
 from accounts.models import ApiKey, Membership
 from accounts.portal import SESSION_BUSINESS, money
+from analytics.models import Campaign
 from integrations.models import ImportJob
 from loyalty.models import BonusAccount, LedgerEntry, LoyaltyProgram, ProgramChange, Refund
 from svoykrug import portal_urls
@@ -38,6 +39,8 @@ def world(business_a, owner, manager, cashier, buy):
         "job": ImportJob.objects.create(
             business=business_a, original_name="history.csv", file="imports/history.csv", status="done", rows_total=0
         ),
+        # A draft to customers at risk (no scores: sending it reaches nobody, no warehouse read).
+        "campaign": Campaign.objects.create(business=business_a, min_risk=0.5, title="Кофе", text="Скидка"),
     }
 
 
@@ -48,6 +51,10 @@ def _views(world):
     nowhere = "00000000-0000-0000-0000-000000000001"  # test and sync would call the CRM: 404 past the role check
     return [
         ("get", "/portal/", None, EVERYONE),
+        ("get", "/portal/dashboard/figures.csv", None, MANAGERS),
+        ("get", "/portal/dashboard/series.csv", None, MANAGERS),
+        ("get", "/portal/dashboard/segments.csv", None, MANAGERS),
+        ("get", "/portal/dashboard/at-risk.csv", None, MANAGERS),
         ("get", "/portal/cashier/", None, EVERYONE),
         ("post", "/portal/cashier/", {"phone": "+79991112233", "amount": "100", "action": "quote"}, EVERYONE),
         ("get", "/portal/program/", None, EVERYONE),
@@ -79,6 +86,13 @@ def _views(world):
         ("get", f"/portal/imports/{job}/preview/", None, MANAGERS),
         ("post", f"/portal/imports/{job}/preview/", {}, MANAGERS),
         ("post", f"/portal/imports/{job}/cancel/", None, MANAGERS),
+        ("get", "/portal/campaigns/", None, MANAGERS),
+        ("get", "/portal/campaigns/new/", None, MANAGERS),
+        ("post", "/portal/campaigns/new/", {}, MANAGERS),  # invalid: nothing is created
+        ("get", f"/portal/campaigns/{world['campaign'].pk}/", None, MANAGERS),
+        ("get", f"/portal/campaigns/{world['campaign'].pk}/edit/", None, MANAGERS),
+        ("post", f"/portal/campaigns/{world['campaign'].pk}/edit/", {}, MANAGERS),
+        ("post", f"/portal/campaigns/{world['campaign'].pk}/send/", None, MANAGERS),
     ]
 
 

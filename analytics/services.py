@@ -84,7 +84,8 @@ class RFMSegment:
 def cutoff(as_of: date | datetime | None) -> datetime:
     """The moment `as_of` means: the end of that day in the default time zone (now without one)."""
     if as_of is None:
-        return timezone.now()
+        # The warehouse keeps whole seconds: the next whole second takes in this one's purchases.
+        return (timezone.now() + timedelta(seconds=1)).replace(microsecond=0)
     if isinstance(as_of, datetime):
         return as_of if timezone.is_aware(as_of) else timezone.make_aware(as_of)
     return timezone.make_aware(datetime.combine(as_of + timedelta(days=1), time.min))

@@ -38,6 +38,7 @@ from django.views.decorators.http import require_GET
 from accounts.portal import MANAGING_ROLES, money, portal_view
 from analytics.charts import Line, bar_chart, horizontal_bar_chart, line_chart
 from analytics.dashboard import PERIODS, SERIES, DashboardData, generate_business_dashboard
+from analytics.models import Campaign
 from analytics.services import SEGMENTS
 from analytics.warehouse import WarehouseError
 
@@ -47,16 +48,8 @@ DEFAULT_PERIOD = "week"
 PERIOD_LABELS = {"day": _("Day"), "week": _("Week"), "month": _("Month")}
 PERIOD_CHOICES = [(period, PERIOD_LABELS[period]) for period in PERIODS]
 
-SEGMENT_LABELS = {
-    "champions": _("Champions"),
-    "loyal": _("Loyal"),
-    "potential_loyalists": _("Potential loyalists"),
-    "new": _("New"),
-    "at_risk": _("At risk"),
-    "cant_lose": _("Can't lose them"),
-    "hibernating": _("Hibernating"),
-    "lost": _("Lost"),
-}
+# The segments' names, defined once with the campaign audiences' choices.
+SEGMENT_LABELS = dict(Campaign.Segment.choices)
 SEGMENT_CHOICES = [(segment, SEGMENT_LABELS[segment]) for segment in SEGMENTS]
 
 WAREHOUSE_DOWN = _(

@@ -12,6 +12,7 @@ CLICKHOUSE_URL (chDB under a temporary folder when empty) times:
 
     .venv/bin/python bench/analytics.py
     BENCH_CUSTOMERS=100000 BENCH_PURCHASES=1000000 .venv/bin/python bench/analytics.py
+    BENCH_REUSE=1 .venv/bin/python bench/analytics.py   # the last run's PostgreSQL data, a new warehouse
     CLICKHOUSE_URL=clickhouse://default@127.0.0.1:9000/svoykrug_bench .venv/bin/python bench/analytics.py
 
 Needs PostgreSQL (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/svoykrug_bench,
@@ -45,8 +46,12 @@ os.environ.update(
         "CHDB_PATH": CHDB_DIR,
         "WAREHOUSE_EXPORT_BATCH_ROWS": os.environ.get("WAREHOUSE_EXPORT_BATCH_ROWS", "100000"),
         "WAREHOUSE_QUERY_TIMEOUT_SECONDS": "600",
+        # The timings are of the queries, not of an inline export a page would start first.
+        "WAREHOUSE_INLINE_EXPORT_SECONDS": "86400",
     }
 )
+# BENCH_REUSE=1: keep the PostgreSQL data of the last run (the generation takes minutes).
+REUSE = os.environ.get("BENCH_REUSE") == "1"
 
 
 def recreate_database():
@@ -117,8 +122,10 @@ def timed(label, function, *args, **kwargs):
 
 
 def main():
-    print(f"PostgreSQL: {DATABASE_URL} (recreated); {CUSTOMERS:,} customers, {PURCHASES:,} purchases")
-    recreate_database()
+    state = "reused" if REUSE else "recreated"
+    print(f"PostgreSQL: {DATABASE_URL} ({state}); {CUSTOMERS:,} customers, {PURCHASES:,} purchases")
+    if not REUSE:
+        recreate_database()
     import django
 
     django.setup()
@@ -129,8 +136,9 @@ def main():
     from analytics.export import aggregate_transactions_to_clickhouse
     from analytics.warehouse import get_warehouse
 
-    _none, seconds = timed("fill", fill)
-    print(f"  generated in PostgreSQL in {seconds:.0f} s")
+    if not REUSE:
+        _none, seconds = timed("fill", fill)
+        print(f"  generated in PostgreSQL in {seconds:.0f} s")
     warehouse = get_warehouse()
     if settings.CLICKHOUSE_URL:
         warehouse.execute("DROP TABLE IF EXISTS purchases")

@@ -143,16 +143,7 @@ def calculate_rfm_segments(user_ids=None, business_id=None, as_of=None) -> list[
         only, params["users"] = "WHERE has(%(users)s, toString(customer_id))", [str(user) for user in user_ids]
     rows = get_warehouse().execute(RFM_SQL.format(scope=scope, only=only), params)
     return [
-        RFMSegment(
-            user_id=customer,
-            recency_days=int(recency),
-            frequency=int(frequency),
-            monetary=Decimal(monetary),
-            r=int(r),
-            f=int(f),
-            m=int(m),
-            segment=segment_for(int(r), int(f), int(m)),
-        )
+        RFMSegment(customer, recency, frequency, monetary, r, f, m, segment_for(r, f, m))
         for customer, recency, frequency, monetary, r, f, m in rows
     ]
 

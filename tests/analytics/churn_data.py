@@ -18,6 +18,8 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
+from analytics.export import PURCHASE_FIELDS
+
 KINDS = {
     "weekly": 50,
     "bimonthly": 80,
@@ -31,24 +33,7 @@ HISTORY_DAYS = 540
 STOP_DAYS = 270
 OTHER_SHARE = 0.1
 
-PURCHASE_COLUMNS = [
-    "id",
-    "business_id",
-    "customer_id",
-    "external_id",
-    "source",
-    "status",
-    "occurred_at",
-    "recorded_at",
-    "gross_amount",
-    "bonuses_redeemed",
-    "coupon_discount",
-    "paid_amount",
-    "bonuses_accrued",
-    "refunded_amount",
-    "money_refunded",
-    "version",
-]
+PURCHASE_COLUMNS = [*PURCHASE_FIELDS, "version"]  # the warehouse table, as the export fills it
 
 
 def customer_count() -> int:

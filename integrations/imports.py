@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django.conf import settings
 from django.utils import timezone
@@ -27,6 +27,7 @@ from accounts.phones import InvalidPhone, normalize_phone
 from integrations.models import ImportJob
 from loyalty import services as loyalty
 from loyalty.models import Transaction
+from loyalty.money import parse_amount
 
 logger = logging.getLogger(__name__)
 
@@ -187,12 +188,11 @@ def check_row(
 
 
 def _amount(text: str) -> Decimal:
-    cleaned = text.replace("\u00a0", "").replace(" ", "").replace(",", ".").removesuffix("₽").removesuffix("руб.")
     try:
-        amount = Decimal(cleaned)
-    except InvalidOperation:
+        amount = parse_amount(text)
+    except ValueError:
         raise RowError(f"the amount {text!r} is not a number") from None
-    if not amount.is_finite() or amount <= 0:
+    if amount <= 0:
         raise RowError(f"the amount {text!r} is not above zero")
     if amount != amount.quantize(Decimal("0.01")):
         raise RowError(f"the amount {text!r} has more than two decimal places")

@@ -4,7 +4,7 @@ The one rounding rule of the circle lives here: every computed amount of bonuses
 rounded down to the kopeck, so the circle never grants a fraction it did not earn.
 """
 
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 
 KOPECK = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -34,3 +34,18 @@ def as_money(value) -> Decimal:
     SQLite adds decimals as floats (263.570000000000), so sums are brought back to the
     kopeck here. Not a rounding rule: the values summed were whole kopecks already."""
     return Decimal(value or 0).quantize(KOPECK)
+
+
+def parse_amount(value) -> Decimal:
+    """An amount as people and CRMs write it ("1 500,50", "1500.5 ₽", 1500.5) as an exact
+    Decimal, unrounded; ValueError when it is not a finite number."""
+    if isinstance(value, float):
+        value = repr(value)
+    text = str(value if value is not None else "").replace("\u00a0", "").replace(" ", "").replace(",", ".")
+    try:
+        amount = Decimal(text.removesuffix("₽").removesuffix("руб."))
+    except InvalidOperation as exc:
+        raise ValueError(f"not a number: {value!r}") from exc
+    if not amount.is_finite():
+        raise ValueError(f"not a number: {value!r}")
+    return amount

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import requests
 from django.conf import settings
@@ -18,6 +18,8 @@ from django.core.cache import cache
 from django.utils import timezone
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+from loyalty.money import parse_amount
 
 logger = logging.getLogger(__name__)
 
@@ -121,16 +123,10 @@ class WebhookUnauthorized(Exception):
 
 def money(value, *, what: str = "amount") -> Decimal:
     """A CRM's amount (number or string, "1 000,50" too) as Decimal with two places."""
-    if isinstance(value, float):
-        value = repr(value)
-    text = str(value if value is not None else "").replace("\u00a0", "").replace(" ", "").replace(",", ".")
     try:
-        amount = Decimal(text)
-    except InvalidOperation as exc:
+        return parse_amount(value).quantize(Decimal("0.01"))
+    except ValueError as exc:
         raise ValueError(f"{what} is not a number: {value!r}") from exc
-    if not amount.is_finite():
-        raise ValueError(f"{what} is not a number: {value!r}")
-    return amount.quantize(Decimal("0.01"))
 
 
 def aware(value: datetime, tz) -> datetime:

@@ -12,11 +12,10 @@ on the client with clickhouse-driver's escaping, once, for both backends. Times 
 come out as aware UTC datetimes (columns are `DateTime('UTC')`). Every read carries a time
 limit (WAREHOUSE_QUERY_TIMEOUT_SECONDS)."""
 
-import json
 import re
 import threading
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -201,18 +200,23 @@ class ChdbWarehouse(Warehouse):
         if not _is_read(text):
             self._query(text)
             return []
+        # Parquet, not a text format: typed columns (times as timestamps, decimals as
+        # decimals) that pyarrow turns into Python values a column at a time, in C. A
+        # million RFM rows: 1.1 s here against 3.5 s through JSONCompact.
         result = self._query(
-            f"{text} SETTINGS max_execution_time={int(max(1, limit))}, output_format_json_quote_decimals=1, "
-            "output_format_json_quote_64bit_integers=1",
-            "JSONCompact",
+            f"{text} SETTINGS max_execution_time={int(max(1, limit))}, output_format_parquet_compression_method='none'",
+            "Parquet",
         )
-        payload = json.loads(result.bytes() or b'{"meta": [], "data": []}')
-        if not payload["data"]:
+        payload = result.bytes()
+        if not payload:
             return []
-        # Column by column: one map() per column instead of a call per cell.
-        readers = [_reader(column["type"]) for column in payload["meta"]]
-        columns = zip(*payload["data"], strict=True)
-        return list(zip(*(list(map(read, column)) for read, column in zip(readers, columns, strict=True)), strict=True))
+        import pyarrow
+        import pyarrow.parquet
+
+        table = pyarrow.parquet.read_table(pyarrow.BufferReader(payload))
+        if not table.num_rows:
+            return []
+        return list(zip(*(_values(column) for column in table.columns), strict=True))
 
     def insert(self, table, columns, rows, *, batch_size=10_000):
         """Rows as TSV inside the INSERT: ten times faster than rendering VALUES literals."""
@@ -297,30 +301,20 @@ def _is_read(sql: str) -> bool:
     return head in ("SELECT", "WITH", "SHOW", "DESCRIBE", "EXISTS")
 
 
-def _reader(kind: str):
-    """How a JSONCompact value of a ClickHouse type becomes the Python value clickhouse-driver
-    would have given, so callers see the same types from both backends."""
-    if kind.startswith("Nullable("):
-        inner = _reader(kind[len("Nullable(") : -1])
-        return lambda value: None if value is None else inner(value)
-    if kind.startswith("LowCardinality("):
-        return _reader(kind[len("LowCardinality(") : -1])
-    if kind.startswith("Array("):
-        inner = _reader(kind[len("Array(") : -1])
-        return lambda value: [inner(item) for item in value]
-    if kind.startswith("Decimal"):
-        return Decimal  # as the driver gives them: without trailing zeros ("5700")
-    if kind.startswith("DateTime"):
-        return lambda value: datetime.fromisoformat(value).replace(tzinfo=UTC)
-    if kind == "Date":
-        return date.fromisoformat
-    if kind == "UUID":
-        return uuid.UUID
-    if kind.startswith(("UInt", "Int")):
-        return int
-    if kind.startswith("Float"):
-        return float
-    return lambda value: value
+def _values(column) -> list:
+    """A pyarrow column as the Python values clickhouse-driver would have given, so callers
+    see the same types from both backends: UUIDs, aware UTC datetimes, Decimals, tuples."""
+    import pyarrow
+
+    kind = column.type
+    if isinstance(kind, pyarrow.ExtensionType) and kind.extension_name == "arrow.uuid":
+        raw = column.combine_chunks().storage.to_pylist()
+        return [None if value is None else uuid.UUID(bytes=value) for value in raw]
+    if pyarrow.types.is_timestamp(kind):
+        return [None if value is None else value.replace(tzinfo=UTC) for value in column.to_pylist()]
+    if pyarrow.types.is_struct(kind):
+        return [None if value is None else tuple(value.values()) for value in column.to_pylist()]
+    return column.to_pylist()
 
 
 # --- The process's warehouse ------------------------------------------------------------------

@@ -112,6 +112,44 @@ def fill():
             """,
             {"businesses": BUSINESSES, "customers": CUSTOMERS, "purchases": PURCHASES},
         )
+        # The bonuses: an account per customer, a lot and its accrual per purchase, every
+        # tenth lot half spent a day later at another partner, the rest expired after a year.
+        cursor.execute(
+            """
+            INSERT INTO loyalty_bonusaccount (id, balance, lifetime_earned, clawback_due, spend_365,
+                                              created_at, updated_at, user_id)
+            SELECT c, 0, 0, 0, 0, now(), now(), md5('u' || c)::uuid FROM generate_series(1, %s) AS c
+            """,
+            [CUSTOMERS],
+        )
+        cursor.execute(
+            """
+            INSERT INTO loyalty_bonuslot (id, amount, remaining, spendable_from, expires_at, created_at,
+                                          account_id, business_id, transaction_id)
+            SELECT substr(t.external_id, 7)::bigint + 1, t.bonuses_accrued, t.bonuses_accrued, t.occurred_at,
+                   t.occurred_at + interval '365 days', t.occurred_at, a.id, t.business_id, t.id
+            FROM loyalty_transaction AS t JOIN loyalty_bonusaccount AS a ON a.user_id = t.customer_id
+            """
+        )
+        cursor.execute(
+            """
+            INSERT INTO loyalty_ledgerentry (id, kind, amount, idempotency_key, reason, created_at,
+                                             account_id, business_id, lot_id, transaction_id)
+            SELECT id, 'accrual', amount, 'bench-accrual-' || id, '', created_at, account_id, business_id,
+                   id, transaction_id
+            FROM loyalty_bonuslot
+            UNION ALL
+            SELECT %(purchases)s + id, 'redemption', -round(amount / 2, 2), 'bench-redemption-' || id, '',
+                   created_at + interval '1 day', account_id,
+                   md5('b' || (1 + id %% %(businesses)s))::uuid, id, NULL
+            FROM loyalty_bonuslot WHERE id %% 10 = 0
+            UNION ALL
+            SELECT 2 * %(purchases)s + id, 'expiry', -amount, 'bench-expiry-' || id, '', expires_at, account_id,
+                   business_id, id, NULL
+            FROM loyalty_bonuslot WHERE id %% 10 != 0 AND expires_at < now()
+            """,
+            {"businesses": BUSINESSES, "purchases": PURCHASES},
+        )
 
 
 def timed(label, function, *args, **kwargs):

@@ -24,7 +24,8 @@ Definitions (the warehouse's rows; every query is scoped to the business and rea
   is elsewhere, `own_customers_spent_elsewhere` the revenue at other partners from customers
   whose home is here (a total: no other partner's figures are shown).
 - segments: the RFM segment counts of the business's customers at the period's end
-  (`calculate_rfm_segments`), now only (not for the previous period).
+  (`count_rfm_segments`: `calculate_rfm_segments` counted in the warehouse), now only (not for
+  the previous period).
 - at risk: the ten highest churn scores of the business (analytics.churn's latest, not
   replayed by `as_of`), from PostgreSQL.
 
@@ -248,7 +249,7 @@ def generate_business_dashboard(business_id, period: str, as_of: date | datetime
     """The business's dashboard for the period ending with `as_of`'s day (today without one):
     the figures of that period and the previous one, series for charts, the RFM segment mix
     and the customers most at risk. `period` is "day", "week" or "month"."""
-    from analytics.services import SEGMENTS, calculate_rfm_segments  # services re-exports this module
+    from analytics.services import count_rfm_segments  # services re-exports this module
 
     if period not in PERIODS:
         raise ValueError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
@@ -318,9 +319,7 @@ def generate_business_dashboard(business_id, period: str, as_of: date | datetime
             own_customers_spent_elsewhere=elsewhere,
         )
 
-    segments = dict.fromkeys(SEGMENTS, 0)
-    for customer in calculate_rfm_segments(business_id=business_id, as_of=end):
-        segments[customer.segment] += 1
+    segments = count_rfm_segments(business_id=business_id, as_of=end)
     return DashboardData(
         business_id=business_id,
         period=period,

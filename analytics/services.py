@@ -21,6 +21,7 @@ __all__ = [
     "SEGMENTS",
     "aggregate_transactions_to_clickhouse",
     "calculate_rfm_segments",
+    "count_rfm_segments",
     "generate_business_dashboard",
     "predict_churn_risk",
     "segment_for",
@@ -98,12 +99,14 @@ def cutoff(as_of: date | datetime | None) -> datetime:
 
 # Scores are quintiles among the scope's customers: the thresholds are the exact 20/40/60/80%
 # quantiles, and a score counts the thresholds a value is above (recency reversed: recent is
-# good). No window functions: ClickHouse 18.16 has none.
+# good). No window functions: ClickHouse 18.16 has none, and no lambdas over the inner
+# columns: 18.16 does not see a column used only inside one and leaves it out of the subquery.
 RFM_SQL = """
-SELECT customer_id, recency, frequency, monetary,
-       5 - arraySum(arrayMap(q -> recency > q, tupleElement(thresholds, 1))) AS r,
-       1 + arraySum(arrayMap(q -> frequency > q, tupleElement(thresholds, 2))) AS f,
-       1 + arraySum(arrayMap(q -> toFloat64(monetary) > q, tupleElement(thresholds, 3))) AS m
+SELECT {columns}
+       5 - ((recency > rq[1]) + (recency > rq[2]) + (recency > rq[3]) + (recency > rq[4])) AS r,
+       1 + ((frequency > fq[1]) + (frequency > fq[2]) + (frequency > fq[3]) + (frequency > fq[4])) AS f,
+       1 + ((toFloat64(monetary) > mq[1]) + (toFloat64(monetary) > mq[2]) + (toFloat64(monetary) > mq[3])
+            + (toFloat64(monetary) > mq[4])) AS m
 FROM (
     SELECT customer_id,
            dateDiff('day', max(occurred_at), toDateTime(%(as_of)s, 'UTC')) AS recency,
@@ -114,9 +117,9 @@ FROM (
     GROUP BY customer_id
 ) AS per_customer
 CROSS JOIN (
-    SELECT (quantilesExact(0.2, 0.4, 0.6, 0.8)(recency),
-            quantilesExact(0.2, 0.4, 0.6, 0.8)(frequency),
-            quantilesExact(0.2, 0.4, 0.6, 0.8)(monetary)) AS thresholds
+    SELECT quantilesExact(0.2, 0.4, 0.6, 0.8)(recency) AS rq,
+           quantilesExact(0.2, 0.4, 0.6, 0.8)(frequency) AS fq,
+           quantilesExact(0.2, 0.4, 0.6, 0.8)(monetary) AS mq
     FROM (
         SELECT dateDiff('day', max(occurred_at), toDateTime(%(as_of)s, 'UTC')) AS recency,
                toFloat64(count()) AS frequency,
@@ -127,8 +130,12 @@ CROSS JOIN (
     )
 ) AS quintiles
 {only}
-ORDER BY customer_id
+{tail}
 """
+CUSTOMER_COLUMNS = "customer_id, recency, frequency, monetary,"
+# How many customers have each combination of scores: what a segment mix needs, without a
+# row per customer leaving the warehouse.
+COUNT_COLUMNS, COUNT_TAIL = "count() AS customers,", "GROUP BY r, f, m"
 
 
 def calculate_rfm_segments(user_ids=None, business_id=None, as_of=None) -> list[RFMSegment]:
@@ -146,9 +153,24 @@ def calculate_rfm_segments(user_ids=None, business_id=None, as_of=None) -> list[
             return []
         # As text: ClickHouse 18.16 will not look a UUID up in an array of strings.
         only, params["users"] = "WHERE has(%(users)s, toString(customer_id))", [str(user) for user in user_ids]
-    rows = get_warehouse().execute(RFM_SQL.format(scope=scope, only=only), params)
+    rows = get_warehouse().execute(RFM_SQL.format(columns=CUSTOMER_COLUMNS, scope=scope, only=only, tail="ORDER BY customer_id"), params)
     segment_of = _SEGMENT_OF
     return [RFMSegment(*row, segment_of[row[4:]]) for row in rows]
+
+
+def count_rfm_segments(business_id=None, as_of=None) -> dict[str, int]:
+    """How many of the business's customers (the circle's without one) are in each segment,
+    every segment present: `calculate_rfm_segments` counted in the warehouse."""
+    ensure_fresh()
+    params = {"as_of": cutoff(as_of)}
+    scope = ""
+    if business_id is not None:
+        scope, params["business"] = "AND business_id = %(business)s", business_id
+    counts = dict.fromkeys(SEGMENTS, 0)
+    sql = RFM_SQL.format(columns=COUNT_COLUMNS, scope=scope, only="", tail=COUNT_TAIL)
+    for customers, r, f, m in get_warehouse().execute(sql, params):
+        counts[_SEGMENT_OF[r, f, m]] += customers
+    return counts
 
 
 def predict_churn_risk(user_id, business_id=None, as_of=None) -> float:

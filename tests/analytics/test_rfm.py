@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from analytics import export
-from analytics.services import SEGMENTS, calculate_rfm_segments, segment_for
+from analytics.services import SEGMENTS, calculate_rfm_segments, count_rfm_segments, segment_for
 from loyalty import services
 from tests.factories import BusinessFactory, LoyaltyProgramFactory
 
@@ -64,6 +64,13 @@ def test_scores_and_segments_match_the_hand_computed_ones(warehouse, partner):
     assert [s.monetary for s in result] == [Decimal(100 * k * k) for k in range(1, 11)]
     assert [(s.r, s.f, s.m) for s in result] == list(zip(R, F, M, strict=True))
     assert [s.segment for s in result] == SEGMENTS_BY_K
+
+
+def test_segment_counts_are_the_segments_counted(warehouse, partner):
+    export.aggregate_transactions_to_clickhouse()
+    counts = count_rfm_segments(business_id=partner.pk, as_of=AS_OF)
+    assert counts == {segment: SEGMENTS_BY_K.count(segment) for segment in SEGMENTS}
+    assert count_rfm_segments(business_id=BusinessFactory().pk, as_of=AS_OF) == dict.fromkeys(SEGMENTS, 0)
 
 
 def test_only_the_asked_customers_and_only_the_scope_and_the_past(warehouse, partner):

@@ -153,7 +153,8 @@ def calculate_rfm_segments(user_ids=None, business_id=None, as_of=None) -> list[
             return []
         # As text: ClickHouse 18.16 will not look a UUID up in an array of strings.
         only, params["users"] = "WHERE has(%(users)s, toString(customer_id))", [str(user) for user in user_ids]
-    rows = get_warehouse().execute(RFM_SQL.format(columns=CUSTOMER_COLUMNS, scope=scope, only=only, tail="ORDER BY customer_id"), params)
+    sql = RFM_SQL.format(columns=CUSTOMER_COLUMNS, scope=scope, only=only, tail="ORDER BY customer_id")
+    rows = get_warehouse().execute(sql, params)
     segment_of = _SEGMENT_OF
     return [RFMSegment(*row, segment_of[row[4:]]) for row in rows]
 

@@ -136,22 +136,21 @@ PREWHERE business_id = %(business)s
 GROUP BY day, hour
 """
 
-# Ledger movements of the business's bonuses (issuer) and at the business, by local day and
-# hour; what is older than both periods is one bucket (1970-01-01), there for the liability.
+# Ledger movements of the business's bonuses (role issuer: its lots) and at the business
+# (role place), by local day and hour; what is older than both periods is one bucket
+# (1970-01-01), there for the liability. business_ledger keeps one partner's rows together.
 LEDGER_SQL = """
 SELECT if(old, toDate('1970-01-01'), toDate(created_at, %(tz)s)) AS day,
        if(old, 0, toHour(created_at, %(tz)s) * %(hourly)s) AS hour,
        sumIf(amount, own AND kind IN ('accrual', 'welcome', 'birthday')) AS issued,
-       -sumIf(amount, here AND kind = 'redemption') AS spent,
+       -sumIf(amount, NOT own AND kind = 'redemption') AS spent,
        -sumIf(amount, own AND kind = 'expiry') AS expired,
        sumIf(amount, own) AS liability_change
 FROM (
-    SELECT kind, amount, created_at,
-           created_at < toDateTime(%(previous_start)s, 'UTC') AS old,
-           ifNull(issuer_id = %(business)s, 0) AS own,
-           ifNull(business_id = %(business)s, 0) AS here
-    FROM ledger_entries FINAL
-    PREWHERE (issuer_id = %(business)s OR business_id = %(business)s) AND created_at < toDateTime(%(end)s, 'UTC')
+    SELECT kind, amount, created_at, role = 'issuer' AS own,
+           created_at < toDateTime(%(previous_start)s, 'UTC') AS old
+    FROM business_ledger FINAL
+    PREWHERE partner_id = %(business)s AND created_at < toDateTime(%(end)s, 'UTC')
 )
 WHERE own OR NOT old
 GROUP BY day, hour

@@ -179,10 +179,16 @@ def main():
         print(f"  generated in PostgreSQL in {seconds:.0f} s")
     warehouse = get_warehouse()
     if settings.CLICKHOUSE_URL:
-        warehouse.execute("DROP TABLE IF EXISTS purchases")
-        warehouse.execute("DROP TABLE IF EXISTS ledger_entries")
-        warehouse.execute("DROP TABLE IF EXISTS businesses")
-        warehouse.execute("DROP TABLE IF EXISTS schema_migrations")
+        for table in (
+            "business_ledger_by_issuer",
+            "business_ledger_by_place",
+            "business_ledger",
+            "purchases",
+            "ledger_entries",
+            "businesses",
+            "schema_migrations",
+        ):
+            warehouse.execute(f"DROP TABLE IF EXISTS {table}")
     schema.migrate(warehouse)
     print(f"Warehouse: {warehouse.backend} {warehouse.version()}")
 

@@ -99,8 +99,11 @@ def cutoff(as_of: date | datetime | None) -> datetime:
 
 # Scores are quintiles among the scope's customers: the thresholds are the exact 20/40/60/80%
 # quantiles, and a score counts the thresholds a value is above (recency reversed: recent is
-# good). No window functions: ClickHouse 18.16 has none, and no lambdas over the inner
-# columns: 18.16 does not see a column used only inside one and leaves it out of the subquery.
+# good). The customers' figures are computed once, gathered into arrays beside their
+# quantiles, and unrolled again (ARRAY JOIN): ClickHouse 18.16 has no window functions, and
+# a join with the quantiles would compute every figure twice. No lambdas over inner columns
+# either: 18.16 does not see a column used only inside one and leaves it out of the subquery;
+# and sums narrowed to Decimal64, whose arrays it can gather (a Decimal128 array crashes it).
 RFM_SQL = """
 SELECT {columns}
        5 - ((recency > rq[1]) + (recency > rq[2]) + (recency > rq[3]) + (recency > rq[4])) AS r,
@@ -108,34 +111,31 @@ SELECT {columns}
        1 + ((toFloat64(monetary) > mq[1]) + (toFloat64(monetary) > mq[2]) + (toFloat64(monetary) > mq[3])
             + (toFloat64(monetary) > mq[4])) AS m
 FROM (
-    SELECT customer_id,
-           dateDiff('day', max(occurred_at), toDateTime(%(as_of)s, 'UTC')) AS recency,
-           count() AS frequency,
-           sum(paid_amount - money_refunded) AS monetary
-    FROM purchases FINAL
-    WHERE occurred_at < toDateTime(%(as_of)s, 'UTC') AND status != 'refunded' {scope}
-    GROUP BY customer_id
-) AS per_customer
-CROSS JOIN (
-    SELECT quantilesExact(0.2, 0.4, 0.6, 0.8)(recency) AS rq,
-           quantilesExact(0.2, 0.4, 0.6, 0.8)(frequency) AS fq,
-           quantilesExact(0.2, 0.4, 0.6, 0.8)(monetary) AS mq
+    SELECT groupArray(customer_id) AS customers,
+           groupArray(recency) AS recencies,
+           groupArray(frequency) AS frequencies,
+           groupArray(monetary) AS monetaries,
+           quantilesExact(0.2, 0.4, 0.6, 0.8)(recency) AS rq,
+           quantilesExact(0.2, 0.4, 0.6, 0.8)(toFloat64(frequency)) AS fq,
+           quantilesExact(0.2, 0.4, 0.6, 0.8)(toFloat64(monetary)) AS mq
     FROM (
-        SELECT dateDiff('day', max(occurred_at), toDateTime(%(as_of)s, 'UTC')) AS recency,
-               toFloat64(count()) AS frequency,
-               toFloat64(sum(paid_amount - money_refunded)) AS monetary
+        SELECT customer_id,
+               dateDiff('day', max(occurred_at), toDateTime(%(as_of)s, 'UTC')) AS recency,
+               count() AS frequency,
+               toDecimal64(sum(paid_amount - money_refunded), 2) AS monetary
         FROM purchases FINAL
         WHERE occurred_at < toDateTime(%(as_of)s, 'UTC') AND status != 'refunded' {scope}
         GROUP BY customer_id
     )
-) AS quintiles
+)
+ARRAY JOIN customers AS customer_id, recencies AS recency, frequencies AS frequency, monetaries AS monetary
 {only}
 {tail}
 """
 CUSTOMER_COLUMNS = "customer_id, recency, frequency, monetary,"
 # How many customers have each combination of scores: what a segment mix needs, without a
 # row per customer leaving the warehouse.
-COUNT_COLUMNS, COUNT_TAIL = "count() AS customers,", "GROUP BY r, f, m"
+COUNT_COLUMNS, COUNT_TAIL = "count() AS scored,", "GROUP BY r, f, m"
 
 
 def calculate_rfm_segments(user_ids=None, business_id=None, as_of=None) -> list[RFMSegment]:

@@ -156,46 +156,64 @@ WHERE own OR NOT old
 GROUP BY day, hour
 """
 
-# The business's customers (anyone who bought there before the end), one row each over all
-# their purchases in the circle: their first purchase here, their home partner, and what
-# they paid here and elsewhere in each period; then counted and summed.
-CUSTOMERS_SQL = """
+# The home partner of each of the business's customers (anyone who bought there before the
+# end), from customer_firsts: the partner of their first purchase in the circle.
+HOMES_SQL = """
+SELECT customer_id, argMinMerge(home) AS home
+FROM customer_firsts
+WHERE customer_id IN (
+    SELECT customer_id FROM purchases
+    PREWHERE business_id = %(business)s AND occurred_at < toDateTime(%(end)s, 'UTC')
+)
+GROUP BY customer_id
+"""
+
+# The business's customers, one row each over their purchases here: their first purchase
+# here and what they paid here in each period, with their home; then counted and summed.
+HERE_SQL = """
 SELECT countIf(here_now > 0 AND first_here >= toDateTime(%(start)s, 'UTC')) AS new_now,
        countIf(here_now > 0 AND first_here < toDateTime(%(start)s, 'UTC')) AS returning_now,
        countIf(here_before > 0 AND first_here >= toDateTime(%(previous_start)s, 'UTC')) AS new_before,
        countIf(here_before > 0 AND first_here < toDateTime(%(previous_start)s, 'UTC')) AS returning_before,
        sumIf(paid_here_now, home != %(business)s) AS from_others_now,
-       sumIf(paid_here_before, home != %(business)s) AS from_others_before,
-       sumIf(paid_elsewhere_now, home = %(business)s) AS elsewhere_now,
-       sumIf(paid_elsewhere_before, home = %(business)s) AS elsewhere_before
+       sumIf(paid_here_before, home != %(business)s) AS from_others_before
 FROM (
     SELECT customer_id,
-           argMin(business_id, tuple(occurred_at, recorded_at)) AS home,
-           minIf(occurred_at, here AND counted) AS first_here,
-           countIf(here AND counted AND in_current) AS here_now,
-           countIf(here AND counted AND in_previous) AS here_before,
-           sumIf(money, here AND in_current) AS paid_here_now,
-           sumIf(money, here AND in_previous) AS paid_here_before,
-           sumIf(money, NOT here AND in_current) AS paid_elsewhere_now,
-           sumIf(money, NOT here AND in_previous) AS paid_elsewhere_before
+           minIf(occurred_at, counted) AS first_here,
+           countIf(counted AND in_current) AS here_now,
+           countIf(counted AND in_previous) AS here_before,
+           sumIf(money, in_current) AS paid_here_now,
+           sumIf(money, in_previous) AS paid_here_before
     FROM (
-        SELECT customer_id, business_id, occurred_at, recorded_at,
+        SELECT customer_id, occurred_at,
                paid_amount - money_refunded AS money,
                status != 'refunded' AS counted,
-               business_id = %(business)s AS here,
                occurred_at >= toDateTime(%(start)s, 'UTC') AS in_current,
-               occurred_at >= toDateTime(%(previous_start)s, 'UTC') AND occurred_at < toDateTime(%(start)s, 'UTC')
-                   AS in_previous
+               occurred_at >= toDateTime(%(previous_start)s, 'UTC')
+                   AND occurred_at < toDateTime(%(start)s, 'UTC') AS in_previous
         FROM purchases FINAL
-        PREWHERE occurred_at < toDateTime(%(end)s, 'UTC')
-          AND customer_id IN (
-              SELECT customer_id FROM purchases FINAL
-              PREWHERE business_id = %(business)s AND occurred_at < toDateTime(%(end)s, 'UTC')
-          )
+        PREWHERE business_id = %(business)s AND occurred_at < toDateTime(%(end)s, 'UTC')
     )
     GROUP BY customer_id
+) AS mine
+ANY LEFT JOIN ({homes}) AS homes USING customer_id
+""".replace("{homes}", HOMES_SQL)
+
+# What the customers whose home is here paid at other partners in the periods: the periods'
+# ranges of the other partners' purchases.
+ELSEWHERE_SQL = """
+SELECT sumIf(money, in_current) AS elsewhere_now, sumIf(money, NOT in_current) AS elsewhere_before
+FROM (
+    SELECT paid_amount - money_refunded AS money, occurred_at >= toDateTime(%(start)s, 'UTC') AS in_current
+    FROM purchases FINAL
+    PREWHERE occurred_at >= toDateTime(%(previous_start)s, 'UTC') AND occurred_at < toDateTime(%(end)s, 'UTC')
+      AND business_id != %(business)s
+      AND customer_id IN (SELECT customer_id FROM ({homes}) WHERE home = %(business)s)
 )
-"""
+""".replace("{homes}", HOMES_SQL)
+
+# Both in one query: one row.
+CUSTOMERS_SQL = f"SELECT * FROM ({HERE_SQL}) AS here CROSS JOIN ({ELSEWHERE_SQL}) AS elsewhere"
 
 
 def _midnight(day: date, zone: ZoneInfo) -> datetime:

@@ -8,7 +8,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from analytics import export
+from analytics import export, schema
 from analytics.models import ExportState
 from loyalty import services
 from tests.factories import BusinessFactory, LoyaltyProgramFactory
@@ -132,3 +132,62 @@ def test_a_new_empty_warehouse_is_filled_from_the_beginning(warehouse, settings,
     assert schema.migrate() != []
     export.aggregate_transactions_to_clickhouse()
     assert totals(get_warehouse(), cafe)[:2] == (1, D("100.00"))
+
+
+def partner_rows(warehouse, business):
+    """What business_ledger holds under the partner, and the home customer_firsts gives."""
+    ledger = warehouse.execute(
+        "SELECT role, kind, amount FROM business_ledger FINAL WHERE partner_id = %(b)s ORDER BY role, kind, amount",
+        {"b": business.pk},
+    )
+    return [(role, kind, amount) for role, kind, amount in ledger]
+
+
+def homes(warehouse):
+    rows = warehouse.execute("SELECT customer_id, argMinMerge(home) FROM customer_firsts GROUP BY customer_id")
+    return dict(rows)
+
+
+def test_the_tables_derived_for_one_partner_follow_every_export_once(warehouse):
+    cafe = LoyaltyProgramFactory(accrual_rate=D(10)).business
+    salon = LoyaltyProgramFactory(business=BusinessFactory(), accrual_rate=D(10)).business
+    earlier = timezone.now() - timedelta(days=3)
+    first = buy(cafe, "C-1", "1000.00", occurred_at=earlier)  # the customer's home: the café
+    buy(salon, "S-1", "500.00", redeem=D("40.00"))  # bonuses of the café spent at the salon
+    export.aggregate_transactions_to_clickhouse()
+    export.aggregate_transactions_to_clickhouse(since=earlier - timedelta(days=1))  # everything twice
+
+    assert partner_rows(warehouse, cafe) == [
+        ("issuer", "accrual", D("100.00")),
+        ("issuer", "redemption", D("-40.00")),
+        ("place", "accrual", D("100.00")),
+    ]
+    assert partner_rows(warehouse, salon) == [
+        ("issuer", "accrual", D("46.00")),
+        ("place", "accrual", D("46.00")),
+        ("place", "redemption", D("-40.00")),
+    ]
+    assert homes(warehouse) == {first.customer_id: cafe.pk}
+
+    # A purchase that happened even earlier at the salon, recorded now, moves the home.
+    buy(salon, "S-0", "100.00", occurred_at=earlier - timedelta(days=1))
+    export.aggregate_transactions_to_clickhouse()
+    assert homes(warehouse) == {first.customer_id: salon.pk}
+
+
+def test_migrating_a_warehouse_that_holds_rows_fills_the_derived_tables(warehouse):
+    cafe = LoyaltyProgramFactory(accrual_rate=D(10)).business
+    purchase = buy(cafe, "C-1", "1000.00")
+    # The warehouse as it was before migrations 0002 and 0003, already holding the rows.
+    for name in ("business_ledger_by_issuer", "business_ledger_by_place", "business_ledger"):
+        warehouse.execute(f"DROP TABLE {name}")
+    warehouse.execute("DROP TABLE customer_firsts_feed")
+    warehouse.execute("DROP TABLE customer_firsts")
+    warehouse.execute("DROP TABLE schema_migrations")
+    schema.applied(warehouse)  # made again, empty
+    warehouse.insert("schema_migrations", ["name", "applied_at"], [("0001_purchases_and_ledger", timezone.now())])
+    export.aggregate_transactions_to_clickhouse()
+
+    assert schema.migrate(warehouse) == ["0002_business_ledger", "0003_customer_firsts"]
+    assert partner_rows(warehouse, cafe) == [("issuer", "accrual", D("100.00")), ("place", "accrual", D("100.00"))]
+    assert homes(warehouse) == {purchase.customer_id: cafe.pk}

@@ -12,9 +12,11 @@ on the client with clickhouse-driver's escaping, once, for both backends. Times 
 come out as aware UTC datetimes (columns are `DateTime('UTC')`). Every read carries a time
 limit (WAREHOUSE_QUERY_TIMEOUT_SECONDS)."""
 
+import gc
 import re
 import threading
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +27,20 @@ from django.conf import settings
 
 class WarehouseError(Exception):
     """The warehouse refused a statement or could not be reached."""
+
+
+@contextmanager
+def gc_paused():
+    """Python's cycle collector off while a result of a million rows becomes objects: it
+    would walk the growing lists again and again (a third of the time), and these objects
+    (UUIDs, decimals, tuples) make no cycles for it to find."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class _UtcServerInfo:
@@ -74,6 +90,11 @@ class Warehouse:
     def execute(self, sql: str, params: dict | None = None, *, timeout: float | None = None) -> list[tuple]:
         raise NotImplementedError
 
+    def columns(self, sql: str, params: dict | None = None, *, timeout: float | None = None) -> list[list]:
+        """A query's result as one list per column: for results of a million rows, which
+        their callers turn into their own objects without a tuple per row in between."""
+        raise NotImplementedError
+
     def insert(self, table: str, columns: list[str], rows: list, *, batch_size: int = 10_000) -> int:
         raise NotImplementedError
 
@@ -115,20 +136,36 @@ class ServerWarehouse(Warehouse):
             self._local.client = client
         return client
 
-    def execute(self, sql, params=None, *, timeout=None):
+    def _read(self, sql, params, timeout, *, columnar: bool):
         from clickhouse_driver import errors
 
         limit = timeout or settings.WAREHOUSE_QUERY_TIMEOUT_SECONDS
         try:
-            rows, column_types = self._client().execute(
-                render(sql, params), settings={"max_execution_time": int(max(1, limit))}, with_column_types=True
+            return self._client().execute(
+                render(sql, params),
+                settings={"max_execution_time": int(max(1, limit))},
+                with_column_types=True,
+                columnar=columnar,
             )
         except (errors.Error, OSError, EOFError) as exc:
             self._local.client = None  # a broken connection is not reused
             raise WarehouseError(_message(exc)) from exc
+
+    def execute(self, sql, params=None, *, timeout=None):
+        rows, column_types = self._read(sql, params, timeout, columnar=False)
         if not any("DateTime" in kind for _name, kind in column_types):
             return rows  # nothing to convert: a million rows cost nothing more here
         return [tuple(_from_server(value) for value in row) for row in rows]
+
+    def columns(self, sql, params=None, *, timeout=None):
+        with gc_paused():
+            data, column_types = self._read(sql, params, timeout, columnar=True)
+        if not data or not data[0]:
+            return []  # no rows: no columns, as from chDB
+        return [
+            [_from_server(value) for value in column] if "DateTime" in kind else list(column)
+            for column, (_name, kind) in zip(data, column_types, strict=True)
+        ]
 
     def _send(self, statement: str, data: list, *, columnar: bool = False) -> None:
         from clickhouse_driver import errors
@@ -205,15 +242,15 @@ class ChdbWarehouse(Warehouse):
             except (RuntimeError, chdb.ChdbError) as exc:  # chDB has two ChdbError classes
                 raise WarehouseError(_message(exc)) from exc
 
-    def execute(self, sql, params=None, *, timeout=None):
+    def columns(self, sql, params=None, *, timeout=None):
         limit = timeout or settings.WAREHOUSE_QUERY_TIMEOUT_SECONDS
         text = render(sql, params).strip().rstrip(";")
         if not _is_read(text):
             self._query(text)
             return []
         # Parquet, not a text format: typed columns (times as timestamps, decimals as
-        # decimals) that pyarrow turns into Python values a column at a time, in C. A
-        # million RFM rows: 1.1 s here against 3.5 s through JSONCompact.
+        # decimals) that pyarrow hands over a column at a time. A million RFM rows come
+        # across in 1.6 s, against 4.9 s through JSONCompact.
         result = self._query(
             f"{text} SETTINGS max_execution_time={int(max(1, limit))}, output_format_parquet_compression_method='none'",
             "Parquet",
@@ -227,7 +264,11 @@ class ChdbWarehouse(Warehouse):
         table = pyarrow.parquet.read_table(pyarrow.BufferReader(payload))
         if not table.num_rows:
             return []
-        return list(zip(*(_values(column) for column in table.columns), strict=True))
+        with gc_paused():
+            return [_values(column) for column in table.columns]
+
+    def execute(self, sql, params=None, *, timeout=None):
+        return list(zip(*self.columns(sql, params, timeout=timeout), strict=True))
 
     def insert(self, table, columns, rows, *, batch_size=10_000):
         """Rows as TSV inside the INSERT: ten times faster than rendering VALUES literals."""
@@ -319,14 +360,32 @@ def _values(column) -> list:
     import pyarrow
 
     kind = column.type
-    if isinstance(kind, pyarrow.ExtensionType) and kind.extension_name == "arrow.uuid":
-        raw = column.combine_chunks().storage.to_pylist()
-        return [None if value is None else uuid.UUID(bytes=value) for value in raw]
+    if isinstance(kind, pyarrow.UuidType):
+        return _uuids(column.combine_chunks().storage)
+    if pyarrow.types.is_decimal(kind):
+        # Through text: Decimal("12.50") is twice as fast as pyarrow's own conversion.
+        texts = column.cast(pyarrow.string()).to_pylist()
+        if column.null_count:
+            return [None if text is None else Decimal(text) for text in texts]
+        return list(map(Decimal, texts))
     if pyarrow.types.is_timestamp(kind):
         return [None if value is None else value.replace(tzinfo=UTC) for value in column.to_pylist()]
     if pyarrow.types.is_struct(kind):
         return [None if value is None else tuple(value.values()) for value in column.to_pylist()]
     return column.to_pylist()
+
+
+def _uuids(array) -> list:
+    """A column of 16-byte UUIDs (big-endian halves) as UUID objects: from integers, twice
+    as fast as from bytes, which is what pyarrow's own conversion does."""
+    import numpy
+
+    halves = numpy.frombuffer(array.buffers()[1], dtype=">u8", offset=array.offset * 16, count=len(array) * 2)
+    high, low = halves[0::2].tolist(), halves[1::2].tolist()
+    values = [uuid.UUID(int=(top << 64) | bottom) for top, bottom in zip(high, low, strict=True)]
+    if not array.null_count:
+        return values
+    return [value if valid else None for value, valid in zip(values, array.is_valid().to_pylist(), strict=True)]
 
 
 # --- The process's warehouse ------------------------------------------------------------------

@@ -38,6 +38,34 @@ def test_values_come_back_with_their_python_types(warehouse):
     assert created == moment and created.utcoffset().total_seconds() == 0  # aware, in UTC
 
 
+def test_columns_carry_the_same_values_nulls_included(warehouse):
+    ids = [uuid.uuid4() for _ in range(3)]
+    moment = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
+    warehouse.insert(
+        "ledger_entries",
+        ["id", "customer_id", "business_id", "issuer_id", "transaction_id", "kind", "amount", "created_at", "version"],
+        [
+            (n, ids[n], ids[(n + 1) % 3] if n != 1 else None, None, None, "accrual", Decimal(f"{n}.50"), moment, 1)
+            for n in range(3)
+        ],
+    )
+    sql = (
+        "SELECT id, customer_id, business_id, amount, if(id = 2, NULL, amount) AS maybe, created_at "
+        "FROM ledger_entries ORDER BY id"
+    )
+    columns = warehouse.columns(sql)
+    assert columns == [
+        [0, 1, 2],
+        ids,
+        [ids[1], None, ids[0]],
+        [Decimal("0.50"), Decimal("1.50"), Decimal("2.50")],
+        [Decimal("0.50"), Decimal("1.50"), None],
+        [moment] * 3,
+    ]
+    assert list(zip(*columns, strict=True)) == warehouse.execute(sql)
+    assert warehouse.columns(sql + " LIMIT 0") == []
+
+
 def test_parameters_are_escaped_once_for_both_backends(warehouse):
     tricky = "O'Reilly \\ «кавычки»"
     ((text, total, hit, listed),) = warehouse.execute(

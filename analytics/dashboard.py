@@ -156,20 +156,28 @@ WHERE own OR NOT old
 GROUP BY day, hour
 """
 
-# The home partner of each of the business's customers (anyone who bought there before the
-# end), from customer_firsts: the partner of their first purchase in the circle.
+# Each query below looks customers up in the smallest set that answers it, not in all the
+# business's customers: a partner of a large circle has a hundred thousand of them, and
+# every lookup of a home reads customer_firsts.
+
+# Who bought here in either period (refunded purchases too: a superset, filtered later).
+PERIOD_BUYERS_SQL = """
+SELECT customer_id FROM purchases
+PREWHERE business_id = %(business)s
+  AND occurred_at >= toDateTime(%(previous_start)s, 'UTC') AND occurred_at < toDateTime(%(end)s, 'UTC')
+"""
+
+# The home partner (that of the first purchase in the circle) of the customers in {who}.
 HOMES_SQL = """
-SELECT customer_id, argMinMerge(home) AS home
+SELECT customer_id, argMin(home, first_key) AS home
 FROM customer_firsts
-WHERE customer_id IN (
-    SELECT customer_id FROM purchases
-    PREWHERE business_id = %(business)s AND occurred_at < toDateTime(%(end)s, 'UTC')
-)
+WHERE customer_id IN ({who})
 GROUP BY customer_id
 """
 
-# The business's customers, one row each over their purchases here: their first purchase
-# here and what they paid here in each period, with their home; then counted and summed.
+# The period's buyers here, one row each: how many counted purchases and what money in each
+# period, their first counted purchase here ever (before the end), and their home; then
+# counted and summed. New + returning = the period's buyers.
 HERE_SQL = """
 SELECT countIf(here_now > 0 AND first_here >= toDateTime(%(start)s, 'UTC')) AS new_now,
        countIf(here_now > 0 AND first_here < toDateTime(%(start)s, 'UTC')) AS returning_now,
@@ -178,29 +186,48 @@ SELECT countIf(here_now > 0 AND first_here >= toDateTime(%(start)s, 'UTC')) AS n
        sumIf(paid_here_now, home != %(business)s) AS from_others_now,
        sumIf(paid_here_before, home != %(business)s) AS from_others_before
 FROM (
-    SELECT customer_id,
-           minIf(occurred_at, counted) AS first_here,
-           countIf(counted AND in_current) AS here_now,
-           countIf(counted AND in_previous) AS here_before,
-           sumIf(money, in_current) AS paid_here_now,
-           sumIf(money, in_previous) AS paid_here_before
+    SELECT *
     FROM (
-        SELECT customer_id, occurred_at,
-               paid_amount - money_refunded AS money,
-               status != 'refunded' AS counted,
-               occurred_at >= toDateTime(%(start)s, 'UTC') AS in_current,
-               occurred_at >= toDateTime(%(previous_start)s, 'UTC')
-                   AND occurred_at < toDateTime(%(start)s, 'UTC') AS in_previous
+        SELECT customer_id,
+               countIf(counted AND in_current) AS here_now,
+               countIf(counted AND NOT in_current) AS here_before,
+               sumIf(money, in_current) AS paid_here_now,
+               sumIf(money, NOT in_current) AS paid_here_before
+        FROM (
+            SELECT customer_id,
+                   paid_amount - money_refunded AS money,
+                   status != 'refunded' AS counted,
+                   occurred_at >= toDateTime(%(start)s, 'UTC') AS in_current
+            FROM purchases FINAL
+            PREWHERE business_id = %(business)s
+              AND occurred_at >= toDateTime(%(previous_start)s, 'UTC') AND occurred_at < toDateTime(%(end)s, 'UTC')
+        )
+        GROUP BY customer_id
+    ) AS buyers
+    ANY LEFT JOIN (
+        SELECT customer_id, minIf(occurred_at, status != 'refunded') AS first_here
         FROM purchases FINAL
         PREWHERE business_id = %(business)s AND occurred_at < toDateTime(%(end)s, 'UTC')
-    )
-    GROUP BY customer_id
-) AS mine
+          AND customer_id IN ({period_buyers})
+        GROUP BY customer_id
+    ) AS firsts USING customer_id
+) AS counted
 ANY LEFT JOIN ({homes}) AS homes USING customer_id
-""".replace("{homes}", HOMES_SQL)
+""".replace("{homes}", HOMES_SQL.replace("{who}", PERIOD_BUYERS_SQL)).replace("{period_buyers}", PERIOD_BUYERS_SQL)
 
-# What the customers whose home is here paid at other partners in the periods: the periods'
-# ranges of the other partners' purchases.
+# The business's customers (who bought here before the end) who bought at other partners in
+# the periods: the periods' ranges of the other partners' purchases.
+AWAY_SQL = """
+SELECT customer_id FROM purchases
+PREWHERE occurred_at >= toDateTime(%(previous_start)s, 'UTC') AND occurred_at < toDateTime(%(end)s, 'UTC')
+  AND business_id != %(business)s
+  AND customer_id IN (
+      SELECT customer_id FROM purchases
+      PREWHERE business_id = %(business)s AND occurred_at < toDateTime(%(end)s, 'UTC')
+  )
+"""
+
+# What those of them whose home is here paid at the other partners in each period.
 ELSEWHERE_SQL = """
 SELECT sumIf(money, in_current) AS elsewhere_now, sumIf(money, NOT in_current) AS elsewhere_before
 FROM (
@@ -210,7 +237,7 @@ FROM (
       AND business_id != %(business)s
       AND customer_id IN (SELECT customer_id FROM ({homes}) WHERE home = %(business)s)
 )
-""".replace("{homes}", HOMES_SQL)
+""".replace("{homes}", HOMES_SQL.replace("{who}", AWAY_SQL))
 
 # Both in one query: one row.
 CUSTOMERS_SQL = f"SELECT * FROM ({HERE_SQL}) AS here CROSS JOIN ({ELSEWHERE_SQL}) AS elsewhere"  # noqa: S608 (constants)

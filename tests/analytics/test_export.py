@@ -144,7 +144,7 @@ def partner_rows(warehouse, business):
 
 
 def homes(warehouse):
-    rows = warehouse.execute("SELECT customer_id, argMinMerge(home) FROM customer_firsts GROUP BY customer_id")
+    rows = warehouse.execute("SELECT customer_id, argMin(home, first_key) FROM customer_firsts GROUP BY customer_id")
     return dict(rows)
 
 

@@ -12,8 +12,9 @@ Definitions (the warehouse's rows; every query is scoped to the business and rea
   time, and the warehouse keeps only a purchase's latest state, so a replay of the past
   (`as_of`) sees refunds made since.
 - purchases: those not fully refunded; average check: revenue / purchases.
-- new customers: first purchase at the business (not fully refunded) in the period;
-  returning: bought in the period and before it. New + returning = the period's buyers.
+- new customers: bought in the period (not fully refunded), and their first purchase at the
+  business ever (whatever became of it) is in the period; returning: bought in the period,
+  first came before it. New + returning = the period's buyers.
 - bonuses issued: accrual, welcome and birthday entries of lots the business issued;
   spent: redemptions at the business, whoever issued the bonuses (refund returns do not net
   out); expired: expiry entries of its lots. All positive, by the entries' times.
@@ -176,8 +177,8 @@ GROUP BY customer_id
 """
 
 # The period's buyers here, one row each: how many counted purchases and what money in each
-# period, their first counted purchase here ever (before the end), and their home; then
-# counted and summed. New + returning = the period's buyers.
+# period, their first purchase here ever (partner_firsts), and their home; then counted and
+# summed. New + returning = the period's buyers.
 HERE_SQL = """
 SELECT countIf(here_now > 0 AND first_here >= toDateTime(%(start)s, 'UTC')) AS new_now,
        countIf(here_now > 0 AND first_here < toDateTime(%(start)s, 'UTC')) AS returning_now,
@@ -205,10 +206,9 @@ FROM (
         GROUP BY customer_id
     ) AS buyers
     ANY LEFT JOIN (
-        SELECT customer_id, minIf(occurred_at, status != 'refunded') AS first_here
-        FROM purchases FINAL
-        PREWHERE business_id = %(business)s AND occurred_at < toDateTime(%(end)s, 'UTC')
-          AND customer_id IN ({period_buyers})
+        SELECT customer_id, min(first_at) AS first_here
+        FROM partner_firsts
+        WHERE partner_id = %(business)s AND customer_id IN ({period_buyers})
         GROUP BY customer_id
     ) AS firsts USING customer_id
 ) AS counted

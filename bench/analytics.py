@@ -182,6 +182,10 @@ def main():
     warehouse = get_warehouse()
     if settings.CLICKHOUSE_URL:
         for table in (
+            "partner_firsts_feed",
+            "partner_firsts",
+            "customer_firsts_feed",
+            "customer_firsts",
             "business_ledger_by_issuer",
             "business_ledger_by_place",
             "business_ledger",

@@ -10,7 +10,8 @@ k days before the day looked at (AS_OF), on Moscow's clock:
   expired at k=3), k=10 and k=3, then at the salon paying 60 of the café's bonuses (k=2),
   and at the café again after AS_OF (k=−1);
 - Boris starts at the salon (k=12) and pays 100 of its bonuses at the café (k=1);
-- Gleb's first café purchase (k=9) is refunded in full; he buys again at k=4;
+- Gleb's first café purchase (k=9) is refunded in full; he buys again at k=4 (returning:
+  he first came at k=9);
 - Vera starts at the shop (k=8), buys at the café at 01:30 on the week's first day (the
   evening before in UTC) and at 23:30 on AS_OF, 200 of that refunded a quarter hour later;
 - Dina buys only at the salon and the shop.
@@ -128,8 +129,10 @@ def reference(business, start: datetime, end: datetime) -> Figures:
     revenue = money(t.paid_amount - t.money_refunded for t in in_period)
     counted = [t for t in in_period if t.status != Transaction.Status.REFUNDED]
     buyers = {t.customer_id for t in counted}
-    kept_here = Transaction.objects.filter(business=business).exclude(status=Transaction.Status.REFUNDED)
-    first_here = {c: kept_here.filter(customer_id=c).order_by("occurred_at")[0].occurred_at for c in buyers}
+    # The first purchase here whatever became of it: Gleb, whose first one was refunded, is
+    # returning when he buys again in a later week.
+    here = Transaction.objects.filter(business=business)
+    first_here = {c: here.filter(customer_id=c).order_by("occurred_at")[0].occurred_at for c in buyers}
     entries = LedgerEntry.objects.filter(created_at__gte=start, created_at__lt=end)
     issued = entries.filter(lot__business=business, kind__in=["accrual", "welcome", "birthday"])
     elsewhere = Transaction.objects.filter(occurred_at__gte=start, occurred_at__lt=end).exclude(business=business)
@@ -172,10 +175,11 @@ def figures(revenue, purchases, new, returning, issued, spent, expired, liabilit
 BY_HAND = {
     # Vera 500 (refunded 200 of 700) | Boris 900 paid + 100 of the salon's bonuses.
     "day": (figures(500, 1, 0, 1, 70, 0, 0, 260, 500, 0), figures(900, 1, 1, 0, 90, 100, 0, 210, 900, 0)),
-    # Vera 400 + 500, Gleb 300, Anna 600, Boris 900; Anna's 20 expire; Anna pays 440 at the salon
-    # | Anna 500, her 150 expire; Gleb's 800 refunded (his 80 + 50 issued, then taken back).
+    # Vera 400 + 500, Gleb 300 (returning: he first came last week), Anna 600, Boris 900; Anna's
+    # 20 expire; Anna pays 440 at the salon | Anna 500, her 150 expire; Gleb's 800 refunded (his
+    # 80 + 50 issued, then taken back).
     "week": (
-        figures(2700, 5, 3, 1, 290, 100, 20, 260, 1800, 440),
+        figures(2700, 5, 2, 2, 290, 100, 20, 260, 1800, 440),
         figures(500, 1, 0, 1, 180, 0, 150, 70, 0, 0),
     ),
     # Both weeks | Anna's first two purchases (150 + 20 issued, outstanding at the end).

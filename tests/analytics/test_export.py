@@ -148,6 +148,13 @@ def homes(warehouse):
     return dict(rows)
 
 
+def firsts(warehouse):
+    rows = warehouse.execute(
+        "SELECT partner_id, customer_id, min(first_at) FROM partner_firsts GROUP BY partner_id, customer_id"
+    )
+    return {(partner, customer): first for partner, customer, first in rows}
+
+
 def test_the_tables_derived_for_one_partner_follow_every_export_once(warehouse):
     cafe = LoyaltyProgramFactory(accrual_rate=D(10)).business
     salon = LoyaltyProgramFactory(business=BusinessFactory(), accrual_rate=D(10)).business
@@ -168,11 +175,14 @@ def test_the_tables_derived_for_one_partner_follow_every_export_once(warehouse):
         ("place", "redemption", D("-40.00")),
     ]
     assert homes(warehouse) == {first.customer_id: cafe.pk}
+    customer, at_cafe = first.customer_id, first.occurred_at.replace(microsecond=0)
 
     # A purchase that happened even earlier at the salon, recorded now, moves the home.
     buy(salon, "S-0", "100.00", occurred_at=earlier - timedelta(days=1))
     export.aggregate_transactions_to_clickhouse()
-    assert homes(warehouse) == {first.customer_id: salon.pk}
+    assert homes(warehouse) == {customer: salon.pk}
+    day_before = (earlier - timedelta(days=1)).replace(microsecond=0)
+    assert firsts(warehouse) == {(cafe.pk, customer): at_cafe, (salon.pk, customer): day_before}
 
 
 def test_migrating_a_warehouse_that_holds_rows_fills_the_derived_tables(warehouse):
@@ -181,13 +191,14 @@ def test_migrating_a_warehouse_that_holds_rows_fills_the_derived_tables(warehous
     # The warehouse as it was before migrations 0002 and 0003, already holding the rows.
     for name in ("business_ledger_by_issuer", "business_ledger_by_place", "business_ledger"):
         warehouse.execute(f"DROP TABLE {name}")
-    warehouse.execute("DROP TABLE customer_firsts_feed")
-    warehouse.execute("DROP TABLE customer_firsts")
+    for name in ("customer_firsts_feed", "customer_firsts", "partner_firsts_feed", "partner_firsts"):
+        warehouse.execute(f"DROP TABLE {name}")
     warehouse.execute("DROP TABLE schema_migrations")
     schema.applied(warehouse)  # made again, empty
     warehouse.insert("schema_migrations", ["name", "applied_at"], [("0001_purchases_and_ledger", timezone.now())])
     export.aggregate_transactions_to_clickhouse()
 
-    assert schema.migrate(warehouse) == ["0002_business_ledger", "0003_customer_firsts"]
+    assert schema.migrate(warehouse) == ["0002_business_ledger", "0003_customer_firsts", "0004_partner_firsts"]
     assert partner_rows(warehouse, cafe) == [("issuer", "accrual", D("100.00")), ("place", "accrual", D("100.00"))]
     assert homes(warehouse) == {purchase.customer_id: cafe.pk}
+    assert firsts(warehouse) == {(cafe.pk, purchase.customer_id): purchase.occurred_at.replace(microsecond=0)}

@@ -138,23 +138,29 @@ GROUP BY day, hour
 """
 
 # Ledger movements of the business's bonuses (role issuer: its lots) and at the business
-# (role place), by local day and hour; what is older than both periods is one bucket
-# (1970-01-01), there for the liability. business_ledger keeps one partner's rows together.
+# (role place) over both periods, by local day and hour; and, as one more row dated
+# 1970-01-01, the sum of its bonuses' movements before them, for the liability (the issuer
+# rows only: role is in business_ledger's sorting key, after the partner).
 LEDGER_SQL = """
-SELECT if(old, toDate('1970-01-01'), toDate(created_at, %(tz)s)) AS day,
-       if(old, 0, toHour(created_at, %(tz)s) * %(hourly)s) AS hour,
+SELECT toDate(created_at, %(tz)s) AS day,
+       toHour(created_at, %(tz)s) * %(hourly)s AS hour,
        sumIf(amount, own AND kind IN ('accrual', 'welcome', 'birthday')) AS issued,
        -sumIf(amount, NOT own AND kind = 'redemption') AS spent,
        -sumIf(amount, own AND kind = 'expiry') AS expired,
        sumIf(amount, own) AS liability_change
 FROM (
-    SELECT kind, amount, created_at, role = 'issuer' AS own,
-           created_at < toDateTime(%(previous_start)s, 'UTC') AS old
+    SELECT kind, amount, created_at, role = 'issuer' AS own
     FROM business_ledger FINAL
-    PREWHERE partner_id = %(business)s AND created_at < toDateTime(%(end)s, 'UTC')
+    PREWHERE partner_id = %(business)s
+      AND created_at >= toDateTime(%(previous_start)s, 'UTC') AND created_at < toDateTime(%(end)s, 'UTC')
 )
-WHERE own OR NOT old
 GROUP BY day, hour
+UNION ALL
+SELECT toDate('1970-01-01') AS day, 0 AS hour,
+       sumIf(amount, 0) AS issued, sumIf(amount, 0) AS spent, sumIf(amount, 0) AS expired,
+       sum(amount) AS liability_change
+FROM business_ledger FINAL
+PREWHERE partner_id = %(business)s AND role = 'issuer' AND created_at < toDateTime(%(previous_start)s, 'UTC')
 """
 
 # Each query below looks customers up in the smallest set that answers it, not in all the

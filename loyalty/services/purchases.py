@@ -13,6 +13,8 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Business, User
 from accounts.services import get_or_create_customer
+from crosspromo import services as crosspromo
+from crosspromo.models import normalize_code
 from loyalty.models import (
     BonusAccount,
     LedgerEntry,
@@ -64,12 +66,19 @@ def record_transaction(
     phone: str | None = None,
     redeem: Decimal = ZERO,
     coupon_discount: Decimal = ZERO,
+    coupon: str | None = None,
     occurred_at: datetime | None = None,
     source: str = Transaction.Source.API,
     recorded_by: User | None = None,
 ) -> PurchaseResult:
     """Record a purchase once: spend the bonuses asked for, accrue on the money paid, grant
-    the welcome bonus on the customer's first purchase in the circle, update the tier.
+    the welcome bonus on the customer's first purchase in the circle, update the tier, and
+    issue the coupons of the partner's cross-promo chains the purchase triggers.
+
+    `coupon` is a cross-promo coupon's code to redeem: its discount enters the purchase as
+    the coupon discount (no bonuses accrue on it), or its extra bonuses are credited; a
+    coupon that cannot be used raises InvalidPurchase naming the field `coupon`. A caller's
+    own `coupon_discount` (a partner's own promotion) cannot be combined with one.
 
     The same (business, external_id) again with the same data returns the first result
     (`created=False`); with other data it raises IdempotencyConflict. A phone new to the
@@ -88,9 +97,14 @@ def record_transaction(
         raise InvalidPurchase(
             _("The purchase id must be 1 to 100 characters."), fields={"external_id": [_("Invalid.")]}
         )
-    digest = _digest(
-        customer=str(customer.pk), amount=amount, redeem=redeem, coupon=coupon_discount, occurred_at=stated_time
-    )
+    fields = {"customer": str(customer.pk), "amount": amount, "redeem": redeem, "coupon": coupon_discount}
+    if coupon:
+        fields["coupon_code"] = normalize_code(coupon)
+        if coupon_discount:
+            raise InvalidPurchase(
+                _("A coupon cannot be combined with another coupon discount."), fields={"coupon": [_("Invalid.")]}
+            )
+    digest = _digest(**fields, occurred_at=stated_time)
     existing = Transaction.objects.filter(business=business, external_id=external_id).first()
     if existing is not None:
         return _replay_purchase(existing, digest)
@@ -103,6 +117,9 @@ def record_transaction(
             account = _lock_account(customer)
             program = get_program(business)
             tier = account.tier
+            claim = _claim_coupon(coupon, business, customer, amount, redeem) if coupon else None
+            if claim is not None:
+                coupon_discount = claim.discount
             paid = amount - redeem - coupon_discount
             accrued = percent_of(paid, accrual_rate(program, tier))
             # A duplicate id fails this INSERT and rolls the whole block back (see below).
@@ -153,6 +170,25 @@ def record_transaction(
                 )
                 account.lifetime_earned += accrued
 
+            if claim is not None and claim.bonus > 0:
+                _credit(
+                    account=account,
+                    amount=claim.bonus,
+                    kind=LedgerEntry.Kind.ACCRUAL,
+                    key=f"coupon:{claim.coupon.pk}",
+                    issuer=business,
+                    business=business,
+                    spendable_from=now,
+                    expires_at=now + timedelta(days=program.bonus_lifetime_days),
+                    at=now,
+                    transaction=purchase,
+                    tier=tier,
+                )
+                account.lifetime_earned += claim.bonus
+            if claim is not None:
+                crosspromo.mark_redeemed(claim, purchase, now)
+            crosspromo.evaluate_chain_triggers(purchase, now)
+
             is_first = account.first_purchase_at is None
             if is_first:
                 account.first_purchase_at = occurred_at
@@ -191,6 +227,14 @@ def record_transaction(
             raise  # some other constraint: a bug, not a retry
         return _replay_purchase(existing, digest)
     return PurchaseResult(transaction=purchase, created=True, balance=account.balance, tier=account.tier)
+
+
+def _claim_coupon(code: str, business: Business, customer: User, amount: Decimal, redeem: Decimal):
+    """The coupon locked and checked for this purchase, or InvalidPurchase saying why not."""
+    try:
+        return crosspromo.claim_coupon(code, business=business, customer_id=customer.pk, amount=amount, redeem=redeem)
+    except crosspromo.CouponError as exc:
+        raise InvalidPurchase(exc.message, fields={"coupon": [exc.message]}) from exc
 
 
 def _tell_about_purchase(purchase: Transaction, account: BonusAccount, *, welcome: Decimal, tier_before) -> None:

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Business
+from crosspromo import services as crosspromo
 from loyalty.models import (
     LedgerEntry,
     Refund,
@@ -126,6 +127,7 @@ def refund_transaction(
         purchase.money_refunded += refund.money_refunded
         purchase.status = Transaction.Status.REFUNDED if after == gross else Transaction.Status.PARTIALLY_REFUNDED
         purchase.save(update_fields=["refunded_amount", "money_refunded", "status", "updated_at"])
+        crosspromo.void_coupons_for_refund(purchase)
         _refresh_tier(account, now)
         account.save()
         if refund.unrecovered:

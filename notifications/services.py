@@ -52,8 +52,13 @@ KINDS = {
     "bonus_expiring": Kind("bonus_updates", sms=True),
     "tier_changed": Kind("bonus_updates"),
     "promotion": Kind("promotions", sms=True, marketing=True),
+    "coupon_issued": Kind("coupons", email=False),
     # To a business's owners: their CRM stopped reaching the circle.
     "integration_failing": Kind(None, sms=True),
+    # To a business's owners: a cross-promo chain proposed to them, accepted or declined.
+    "chain_proposed": Kind(None),
+    "chain_accepted": Kind(None),
+    "chain_declined": Kind(None),
 }
 
 

@@ -30,9 +30,19 @@ from crosspromo.services.coupons import (
     quote_coupon,
     void_coupons_for_refund,
 )
+from crosspromo.services.insights import (
+    ChainSuggestion,
+    WinWinIndex,
+    calculate_winwin_index,
+    generate_chain_recommendations,
+)
 
 __all__ = [
     "ChainConfig",
+    "ChainSuggestion",
+    "WinWinIndex",
+    "calculate_winwin_index",
+    "generate_chain_recommendations",
     "ChainError",
     "CouponClaim",
     "CouponError",

@@ -2,11 +2,13 @@
 
 Every call acts for the key's business and sees nothing of other businesses."""
 
+import uuid
 from decimal import Decimal
 
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,6 +17,8 @@ from accounts.api import ErrorSerializer, error_response
 from accounts.authentication import ApiKeyAuthentication
 from accounts.models import ApiKey, User
 from accounts.phones import normalize_phone
+from crosspromo import services as crosspromo
+from crosspromo.models import Coupon
 from loyalty import selectors, services
 from loyalty.models import Transaction
 from loyalty.money import ZERO
@@ -55,6 +59,16 @@ class PurchaseSerializer(serializers.Serializer):
     redeem = serializers.DecimalField(
         min_value=Decimal("0"), required=False, default=ZERO, help_text=_("Bonuses to spend on it."), **MONEY
     )
+    coupon = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        help_text=_("A cross-promo coupon's code, typed or scanned, to redeem on this purchase."),
+    )
+
+
+class CouponPurchaseSerializer(PurchaseSerializer):
+    coupon = None  # in the URL
 
 
 class PurchaseResultSerializer(serializers.Serializer):
@@ -62,11 +76,17 @@ class PurchaseResultSerializer(serializers.Serializer):
     external_id = serializers.CharField(source="transaction.external_id")
     amount = serializers.DecimalField(source="transaction.gross_amount", **MONEY)
     bonuses_redeemed = serializers.DecimalField(source="transaction.bonuses_redeemed", **MONEY)
+    coupon_discount = serializers.DecimalField(source="transaction.coupon_discount", **MONEY)
+    coupon = serializers.SerializerMethodField(help_text=_("The code of the coupon redeemed on it, if any."))
     paid_amount = serializers.DecimalField(source="transaction.paid_amount", **MONEY)
     bonuses_accrued = serializers.DecimalField(source="transaction.bonuses_accrued", **MONEY)
     status = serializers.CharField(source="transaction.status")
     balance = serializers.DecimalField(**MONEY)
     tier = serializers.CharField(source="tier.name", allow_null=True, default=None)
+
+    def get_coupon(self, result) -> str | None:
+        coupon = Coupon.objects.filter(redeeming_transaction=result.transaction).values_list("code", flat=True)
+        return coupon.first()
 
 
 class PurchaseView(PartnerView):
@@ -97,6 +117,7 @@ class PurchaseView(PartnerView):
             phone=data["phone"],
             amount=data["amount"],
             redeem=data["redeem"],
+            coupon=data.get("coupon") or None,
             occurred_at=data.get("occurred_at"),
             source=Transaction.Source.API,
         )
@@ -104,6 +125,105 @@ class PurchaseView(PartnerView):
             PurchaseResultSerializer(result).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
+
+
+class CouponRedeemView(PartnerView):
+    @extend_schema(
+        tags=["partner"],
+        summary="Record a purchase that redeems a cross-promo coupon",
+        description="The same as recording a purchase with `coupon`: the coupon's discount enters the "
+        "purchase as its coupon discount (no bonuses accrue on it), or its extra bonuses are credited. "
+        "A coupon works once, only at its target partner, only for its customer, before it expires.",
+        request=CouponPurchaseSerializer,
+        responses={
+            201: PurchaseResultSerializer,
+            200: OpenApiResponse(PurchaseResultSerializer, description="The same purchase sent again"),
+            400: error_response("Invalid fields, or a coupon that cannot be used (`fields.coupon` says why)"),
+            401: error_response("Missing or invalid API key"),
+            409: error_response("insufficient_bonuses, redemption_over_limit, or idempotency_conflict"),
+        },
+    )
+    def post(self, request, code):
+        serializer = CouponPurchaseSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.record_transaction(
+            business=self.business,
+            external_id=data["external_id"],
+            phone=data["phone"],
+            amount=data["amount"],
+            redeem=data["redeem"],
+            coupon=code,
+            occurred_at=data.get("occurred_at"),
+            source=Transaction.Source.API,
+        )
+        return Response(
+            PurchaseResultSerializer(result).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+
+class CouponCheckSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    usable = serializers.BooleanField(help_text=_("Whether it can be redeemed here now (on this check)."))
+    reason = serializers.CharField(allow_null=True, help_text=_("Why not, in words for the cashier."))
+    status = serializers.CharField()
+    reward = serializers.CharField(help_text=_("The reward in words."))
+    discount = serializers.DecimalField(allow_null=True, help_text=_("What it takes off `amount`."), **MONEY)
+    bonus = serializers.DecimalField(allow_null=True, help_text=_("The bonuses it adds."), **MONEY)
+    expires_at = serializers.DateTimeField()
+
+
+class CouponCheckView(PartnerView):
+    @extend_schema(
+        tags=["partner"],
+        summary="Check a cross-promo coupon before the purchase",
+        parameters=[
+            OpenApiParameter("amount", str, description="The check, to quote the discount on (optional)"),
+            OpenApiParameter("phone", str, description="The customer's phone, to check the coupon is theirs"),
+        ],
+        responses={
+            200: CouponCheckSerializer,
+            400: error_response("Invalid amount or phone"),
+            401: error_response("Missing or invalid API key"),
+            404: error_response("No such coupon"),
+        },
+    )
+    def get(self, request, code):
+        query = CouponQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        coupon = crosspromo.find_coupon(code)
+        if coupon is None or self.business.pk not in (coupon.chain.target_id, coupon.chain.source_id):
+            raise NotFound(_("There is no such coupon."))
+        customer_id = None
+        if query.validated_data.get("phone"):
+            customer_id = User.objects.filter(phone=query.validated_data["phone"]).values_list("pk", flat=True).first()
+            customer_id = customer_id or uuid.UUID(int=0)  # a phone unknown to the circle owns no coupon
+        amount = query.validated_data.get("amount")
+        answer = {
+            "code": coupon.code,
+            "status": coupon.status,
+            "reward": crosspromo.describe_reward(coupon.chain),
+            "expires_at": coupon.expires_at,
+            "usable": True,
+            "reason": None,
+            "discount": None,
+            "bonus": None,
+        }
+        on = amount or coupon.chain.min_target_purchase  # no check given: whether it works at all
+        try:
+            claim = crosspromo.quote_coupon(coupon, business=self.business, customer_id=customer_id, amount=on)
+        except crosspromo.CouponError as exc:
+            answer.update(usable=False, reason=exc.message)
+        else:
+            if amount is not None:
+                answer.update(discount=claim.discount, bonus=claim.bonus)
+        return Response(CouponCheckSerializer(answer).data)
+
+
+class CouponQuerySerializer(serializers.Serializer):
+    amount = serializers.DecimalField(min_value=Decimal("0.01"), required=False, **MONEY)
+    phone = PhoneField(required=False)
 
 
 class RefundSerializer(serializers.Serializer):

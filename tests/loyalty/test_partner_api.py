@@ -83,6 +83,8 @@ def test_purchase_is_recorded_and_answered(pos, cafe):
         "external_id": "A-1",
         "amount": "1000.00",
         "bonuses_redeemed": "0.00",
+        "coupon_discount": "0.00",
+        "coupon": None,
         "paid_amount": "1000.00",
         "bonuses_accrued": "50.00",
         "status": "completed",

@@ -196,6 +196,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "integrations.tasks.delete_abandoned_uploads",
         "schedule": crontab(hour=2, minute=25),
     },
+    "crosspromo-chains": {"task": "crosspromo.tasks.advance_chains", "schedule": crontab(minute="*/5")},
+    "crosspromo-coupon-expiry": {"task": "crosspromo.tasks.expire_coupons", "schedule": crontab(minute="*/10")},
 }
 
 # --- Auth: phone login ------------------------------------------------------------------

@@ -20,6 +20,7 @@ from django.utils import timezone
 from accounts.models import Business
 from analytics.models import ExportState
 from analytics.warehouse import WarehouseError, get_warehouse
+from crosspromo.models import Coupon
 from loyalty.models import LedgerEntry, Transaction
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,69 @@ LEDGER = Stream(
     scope_sql="AND (e.business_id = %(business)s OR l.business_id = %(business)s)",
     scope_q=lambda business_id: Q(business_id=business_id) | Q(lot__business_id=business_id),
 )
-STREAMS = (PURCHASES, LEDGER)
+COUPON_COLUMNS = (
+    "id",
+    "chain_id",
+    "source_id",
+    "target_id",
+    "customer_id",
+    "status",
+    "issued_at",
+    "expires_at",
+    "redeemed_at",
+    "issuing_transaction_id",
+    "redeeming_transaction_id",
+    "value_given",
+)
+COUPONS = Stream(
+    name="coupons",
+    model=Coupon,
+    time_field="updated_at",
+    paths=(
+        "id",
+        "chain_id",
+        "chain__source_id",
+        "chain__target_id",
+        "customer_id",
+        "status",
+        "issued_at",
+        "expires_at",
+        "redeemed_at",
+        "issuing_transaction_id",
+        "redeeming_transaction_id",
+        "value_given",
+        "updated_at",
+    ),
+    columns=COUPON_COLUMNS,
+    version=lambda values: _micros(values[-1]),  # a later change (redeemed, void) is a higher version
+    sql=f"""
+        SELECT c.id, c.chain_id, ch.source_id, ch.target_id, c.customer_id, c.status, {_utc("c.issued_at")},
+               {_utc("c.expires_at")}, {_utc("c.redeemed_at")}, c.issuing_transaction_id,
+               c.redeeming_transaction_id, c.value_given, (extract(epoch FROM c.updated_at) * 1000000)::bigint
+        FROM crosspromo_coupon AS c
+        JOIN crosspromo_crosspromochain AS ch ON ch.id = c.chain_id
+        WHERE c.updated_at < %(until)s AND c.updated_at >= %(start)s {{scope}}
+        ORDER BY c.updated_at, c.id
+    """,  # noqa: S608 (a constant: no input is formatted into it)
+    types=(
+        "int",
+        "int",
+        "uuid",
+        "uuid",
+        "uuid",
+        "str",
+        "datetime",
+        "datetime",
+        "datetime?",
+        "uuid",
+        "uuid?",
+        "decimal",
+        "int",
+    ),
+    scope_sql="AND (ch.source_id = %(business)s OR ch.target_id = %(business)s)",
+    scope_q=lambda business_id: Q(chain__source_id=business_id) | Q(chain__target_id=business_id),
+)
+STREAMS = (PURCHASES, LEDGER, COUPONS)
 
 
 def _batches(iterable, size: int):

@@ -100,7 +100,7 @@ class Warehouse:
 
     def insert_tsv(self, table: str, columns: list[str], types: tuple[str, ...], lines: list[bytes]) -> int:
         """Rows already in TabSeparated text (PostgreSQL's COPY output); `types` name each
-        column's type ("uuid", "uuid?", "str", "decimal", "datetime", "int") for a backend
+        column's type ("uuid", "uuid?", "str", "decimal", "datetime", "datetime?", "int") for a backend
         that takes typed values."""
         raise NotImplementedError
 
@@ -321,6 +321,7 @@ _SERVER_CELLS = {
     "str": _tsv_text,
     "decimal": str,
     "datetime": _epoch,
+    "datetime?": lambda cell: None if cell == "\\N" else _epoch(cell),
     "int": int,
 }
 

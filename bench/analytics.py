@@ -182,6 +182,7 @@ def main():
     warehouse = get_warehouse()
     if settings.CLICKHOUSE_URL:
         for table in (
+            "coupons",
             "partner_firsts_feed",
             "partner_firsts",
             "customer_firsts_feed",

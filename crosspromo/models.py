@@ -181,6 +181,8 @@ class Coupon(models.Model):
     )
     value_given = models.DecimalField(_("discount or bonuses given"), default=ZERO, **MONEY)
     void_reason = models.CharField(_("why void"), max_length=200, blank=True)
+    # Every change moves it: the warehouse export reads coupons by it.
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True, db_index=True)
 
     class Meta:
         verbose_name = _("coupon")

@@ -149,7 +149,7 @@ def _release(coupon: Coupon, status: str, reason: str = "") -> None:
     chain.budget_reserved = max(ZERO, chain.budget_reserved - coupon.reserved)
     chain.save(update_fields=["budget_reserved", "updated_at"])
     coupon.status, coupon.void_reason, coupon.reserved = status, reason[:200], ZERO
-    coupon.save(update_fields=["status", "void_reason", "reserved"])
+    coupon.save(update_fields=["status", "void_reason", "reserved", "updated_at"])
 
 
 def void_coupons_for_refund(purchase) -> int:
@@ -256,5 +256,7 @@ def mark_redeemed(claim: CouponClaim, purchase, now: datetime | None = None) -> 
     chain.save(update_fields=["budget_reserved", "budget_spent", "redeemed_count", "updated_at"])
     coupon.status, coupon.redeemed_at, coupon.redeeming_transaction = Coupon.Status.REDEEMED, now, purchase
     coupon.value_given, coupon.reserved = given, ZERO
-    coupon.save(update_fields=["status", "redeemed_at", "redeeming_transaction", "value_given", "reserved"])
+    coupon.save(
+        update_fields=["status", "redeemed_at", "redeeming_transaction", "value_given", "reserved", "updated_at"]
+    )
     return coupon

@@ -90,7 +90,7 @@ def test_the_watermark_and_lag_are_kept_per_stream(warehouse):
     with time_machine.travel(moment, tick=False):
         export.aggregate_transactions_to_clickhouse()
     states = {state.name: state for state in ExportState.objects.all()}
-    assert set(states) == {"purchases", "ledger_entries"}
+    assert set(states) == {"purchases", "ledger_entries", "coupons"}
     assert states["purchases"].watermark == moment
     assert (states["purchases"].last_rows, states["purchases"].total_rows) == (1, 1)
     with time_machine.travel(moment + timedelta(minutes=5), tick=False):
@@ -198,7 +198,34 @@ def test_migrating_a_warehouse_that_holds_rows_fills_the_derived_tables(warehous
     warehouse.insert("schema_migrations", ["name", "applied_at"], [("0001_purchases_and_ledger", timezone.now())])
     export.aggregate_transactions_to_clickhouse()
 
-    assert schema.migrate(warehouse) == ["0002_business_ledger", "0003_customer_firsts", "0004_partner_firsts"]
+    assert schema.migrate(warehouse) == [
+        "0002_business_ledger",
+        "0003_customer_firsts",
+        "0004_partner_firsts",
+        "0005_coupons",
+    ]
     assert partner_rows(warehouse, cafe) == [("issuer", "accrual", D("100.00")), ("place", "accrual", D("100.00"))]
     assert homes(warehouse) == {purchase.customer_id: cafe.pk}
     assert firsts(warehouse) == {(cafe.pk, purchase.customer_id): purchase.occurred_at.replace(microsecond=0)}
+
+
+def test_a_coupon_is_exported_again_when_it_is_redeemed_and_read_once(warehouse):
+    from crosspromo import services as crosspromo
+
+    cafe = LoyaltyProgramFactory().business
+    salon = LoyaltyProgramFactory(business=BusinessFactory()).business
+    chain = crosspromo.create_chain(
+        crosspromo.ChainConfig(source=cafe, target=salon, reward_kind="fixed", reward_value=D("150.00"))
+    )
+    crosspromo.accept_chain(chain, business=salon)
+    coupon = buy(cafe, "C-1", "500.00").coupons_issued.get()
+    export.aggregate_transactions_to_clickhouse()
+    with time_machine.travel(timezone.now() + timedelta(seconds=2)):
+        redeemed = buy(salon, "S-1", "1000.00", coupon=coupon.code)
+        export.aggregate_transactions_to_clickhouse()
+    rows = warehouse.execute(
+        "SELECT id, source_id, target_id, status, value_given, redeeming_transaction_id, redeemed_at IS NOT NULL "
+        "FROM coupons FINAL WHERE target_id = %(salon)s",
+        {"salon": salon.pk},
+    )
+    assert rows == [(coupon.pk, cafe.pk, salon.pk, "redeemed", D("150.00"), redeemed.pk, 1)]

@@ -88,10 +88,14 @@ FIGURES = [
         _("at other partners, by customers who came to the circle through you"),
         True,
     ),
+    FigureInfo("coupons_issued", _("Coupons sent"), _("issued by your chains to partners"), False),
+    FigureInfo("coupons_redeemed", _("Coupons redeemed here"), _("customers other partners sent you"), False),
+    FigureInfo("coupon_rewards", _("Coupon rewards given"), _("discounts and bonuses on those coupons"), True),
 ]
 SALES = ("revenue", "purchases", "average_check", "new_customers", "returning_customers")
 BONUSES = ("bonuses_issued", "bonuses_spent", "bonuses_expired", "bonus_liability")
 CIRCLE = ("revenue_from_others_customers", "own_customers_spent_elsewhere")
+CROSSPROMO = ("coupons_issued", "coupons_redeemed", "coupon_rewards")
 
 # Bonus series of the chart: (series, label, colour).
 BONUS_LINES = [
@@ -328,6 +332,7 @@ def dashboard(request):
             "sales_cards": [cards[name] for name in SALES],
             "bonus_cards": [cards[name] for name in BONUSES],
             "circle_cards": [cards[name] for name in CIRCLE],
+            "crosspromo_cards": [cards[name] for name in CROSSPROMO],
             "charts": _charts(data, customers_url),
             "segments": [
                 {

@@ -32,6 +32,7 @@ from analytics import export
 from analytics.dashboard import SERIES, DashboardData, Figures, delta, generate_business_dashboard
 from analytics.models import ChurnModel, ChurnScore
 from analytics.services import SEGMENTS, calculate_rfm_segments
+from crosspromo.models import Coupon
 from loyalty import services
 from loyalty.models import LedgerEntry, Transaction
 from tests.factories import BusinessFactory, LoyaltyProgramFactory, UserFactory
@@ -350,3 +351,30 @@ def test_delta_is_the_percent_change_and_none_from_zero():
 def test_an_unknown_period_is_refused():
     with pytest.raises(ValueError, match="period"):
         generate_business_dashboard(None, "year")
+
+
+def test_the_cross_promo_block_counts_coupons_sent_and_redeemed(warehouse):
+    from crosspromo import services as crosspromo
+
+    cafe = LoyaltyProgramFactory().business
+    salon = LoyaltyProgramFactory(business=BusinessFactory()).business
+    with time_machine.travel(at(20, 9), tick=False):
+        chain = crosspromo.create_chain(
+            crosspromo.ChainConfig(source=cafe, target=salon, reward_kind="fixed", reward_value=D("150.00"))
+        )
+        crosspromo.accept_chain(chain, business=salon)
+    buy(cafe, "C-1", "500", "anna", at(10, 12))  # issued the week before
+    buy(cafe, "C-2", "500", "boris", at(5, 12))  # issued this week
+    codes = dict(Coupon.objects.values_list("customer__phone", "code"))
+    with time_machine.travel(at(3, 12), tick=False):
+        services.record_transaction(
+            business=salon, external_id="S-1", amount=D(1000), phone=PHONES["anna"], coupon=codes[PHONES["anna"]]
+        )
+    export.aggregate_transactions_to_clickhouse(since=at(30, 0))
+
+    sent = generate_business_dashboard(cafe.pk, "week", as_of=AS_OF)
+    assert (sent.current.coupons_issued, sent.previous.coupons_issued) == (1, 1)
+    assert sent.current.coupons_redeemed == 0
+    honoured = generate_business_dashboard(salon.pk, "week", as_of=AS_OF)
+    assert (honoured.current.coupons_redeemed, honoured.current.coupon_rewards) == (1, D("150.00"))
+    assert (honoured.previous.coupons_redeemed, honoured.current.coupons_issued) == (0, 0)

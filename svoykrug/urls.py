@@ -17,6 +17,7 @@ urlpatterns = [
     path("portal/", include("svoykrug.portal_urls")),
     path("api/v1/", include("accounts.urls")),
     path("api/v1/", include("loyalty.urls")),
+    path("api/v1/", include("crosspromo.urls")),
     path("api/v1/", include("notifications.urls")),
     path("api/v1/", include("integrations.urls")),
     # Email delivery events from the ESP: SendGrid posts to /anymail/sendgrid/tracking/.

@@ -160,7 +160,7 @@ def _tell_owners(business: Business, kind: str, chain: CrossPromoChain) -> None:
 
 def describe_reward(chain: CrossPromoChain) -> str:
     """The reward in words, for messages and pages."""
-    value = chain.reward_value.normalize()
+    value = f"{chain.reward_value.normalize():f}"  # 20.00 -> "20", not "2E+1"
     if chain.reward_kind == Reward.PERCENT:
         text = _("%(value)s%% off at %(partner)s") % {"value": value, "partner": chain.target.name}
         if chain.max_discount:

@@ -269,3 +269,8 @@ def test_one_coupon_used_at_two_tills_at_once_is_taken_once(cafe, salon):
     assert (len(taken), len(refused)) == (1, 7)
     coupon.refresh_from_db()
     assert coupon.redeeming_transaction == taken[0]
+
+
+def test_a_reward_in_words_shows_round_numbers_plainly(cafe, salon):
+    promo = chain(cafe, salon, reward_value=D("20.00"), max_discount=D("300.00"))
+    assert services.describe_reward(promo) == f"20% off at {salon.name} (up to 300.00 ₽)"

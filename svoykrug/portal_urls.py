@@ -5,6 +5,7 @@ from django.urls import path
 from accounts import portal as accounts_portal
 from analytics import portal as analytics_portal
 from analytics import portal_campaigns as campaigns_portal
+from crosspromo import portal as crosspromo_portal
 from integrations import portal as integrations_portal
 from loyalty import portal as loyalty_portal
 
@@ -67,4 +68,10 @@ urlpatterns = [
     path("campaigns/<uuid:campaign_id>/", campaigns_portal.campaign_detail, name="campaign"),
     path("campaigns/<uuid:campaign_id>/edit/", campaigns_portal.campaign_edit, name="campaign-edit"),
     path("campaigns/<uuid:campaign_id>/send/", campaigns_portal.campaign_send, name="campaign-send"),
+    # Cross-promo: chains with other partners both ways, proposals and decisions, recommendations.
+    path("crosspromo/", crosspromo_portal.chain_list, name="crosspromo"),
+    path("crosspromo/new/", crosspromo_portal.chain_new, name="crosspromo-new"),
+    path("crosspromo/recommendations/", crosspromo_portal.recommendations, name="crosspromo-recommendations"),
+    path("crosspromo/<int:chain_id>/", crosspromo_portal.chain_detail, name="crosspromo-chain"),
+    path("crosspromo/<int:chain_id>/change/", crosspromo_portal.chain_change, name="crosspromo-chain-change"),
 ]

@@ -1,4 +1,5 @@
-"""The cash desk: record a purchase, with bonuses, where there is no POS integration."""
+"""The cash desk: record a purchase, with bonuses and a partner's cross-promo coupon, where
+there is no POS integration."""
 
 import uuid
 from decimal import Decimal
@@ -13,6 +14,8 @@ from django.views.decorators.http import require_http_methods
 
 from accounts.models import User
 from accounts.portal import PortalForm, portal_view
+from crosspromo import services as crosspromo
+from crosspromo.models import Coupon
 from loyalty import selectors, services
 from loyalty.models import Transaction
 from loyalty.money import ZERO
@@ -30,6 +33,13 @@ class PurchaseForm(PortalForm):
         min_value=Decimal("0"),
         help_text=_("Leave empty to pay nothing with bonuses."),
         **MONEY_FIELD,
+    )
+    coupon = forms.CharField(
+        label=_("Coupon"),
+        required=False,
+        max_length=64,
+        help_text=_("A partner's coupon: scan its QR code or type the code. Leave empty if there is none."),
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "characters"}),
     )
     external_id = forms.RegexField(regex=r"^cashier-[0-9a-f]{32}$", widget=forms.HiddenInput)
 
@@ -55,6 +65,33 @@ def _quote(business, phone: str, amount: Decimal) -> dict:
     }
 
 
+def _quote_coupon(business, form: PurchaseForm) -> crosspromo.CouponClaim | None:
+    """What the coupon typed would give on this check, or its refusal put at the field."""
+    data = form.cleaned_data
+    code = data.get("coupon")
+    if not code or "amount" not in data:
+        return None
+    coupon = crosspromo.find_coupon(code)
+    if coupon is None:
+        form.add_error("coupon", gettext("There is no such coupon."))
+        return None
+    customer = User.objects.filter(phone=data["phone"], is_active=True).first()
+    if customer is None:  # a phone new to the circle holds no coupons
+        form.add_error("coupon", gettext("This coupon belongs to another customer."))
+        return None
+    try:
+        return crosspromo.quote_coupon(
+            coupon,
+            business=business,
+            customer_id=customer.pk,
+            amount=data["amount"],
+            redeem=data.get("redeem") or ZERO,
+        )
+    except crosspromo.CouponError as exc:
+        form.add_error("coupon", exc.message)
+        return None
+
+
 def _receipt(request) -> dict | None:
     raw = request.GET.get("receipt")
     if not raw:
@@ -64,7 +101,11 @@ def _receipt(request) -> dict | None:
     except ValueError:
         raise Http404 from None
     purchase = _transaction_or_404(request.business, transaction_id)
-    return {"purchase": purchase, "summary": selectors.account_summary(purchase.customer)}
+    return {
+        "purchase": purchase,
+        "summary": selectors.account_summary(purchase.customer),
+        "coupon": Coupon.objects.filter(redeeming_transaction=purchase).select_related("chain__source").first(),
+    }
 
 
 def _record_purchase(request, form: PurchaseForm) -> tuple[HttpResponse | None, PurchaseForm]:
@@ -78,6 +119,7 @@ def _record_purchase(request, form: PurchaseForm) -> tuple[HttpResponse | None, 
             phone=data["phone"],
             amount=data["amount"],
             redeem=data["redeem"] or ZERO,
+            coupon=data["coupon"] or None,
             source=Transaction.Source.CASHIER,
             recorded_by=request.user,
         )
@@ -116,5 +158,7 @@ def cashier(request):
     quote = None
     if "phone" in form.cleaned_data and "amount" in form.cleaned_data:  # valid, and not refused for them
         quote = _quote(request.business, form.cleaned_data["phone"], form.cleaned_data["amount"])
+        if request.POST.get("action") != "record":
+            quote["coupon"] = _quote_coupon(request.business, form)
     context = {"form": form, "quote": quote, "receipt": None}
     return render(request, "portal/loyalty/cashier.html", context, status=400 if form.errors else 200)

@@ -50,6 +50,12 @@ def _views(world):
     integration, job = world["integration"].pk, world["job"].pk
     nowhere = "00000000-0000-0000-0000-000000000001"  # test and sync would call the CRM: 404 past the role check
     return [
+        ("get", "/portal/crosspromo/", None, MANAGERS),
+        ("get", "/portal/crosspromo/new/", None, MANAGERS),
+        ("post", "/portal/crosspromo/new/", {}, MANAGERS),  # invalid: nothing is created
+        ("get", "/portal/crosspromo/recommendations/", None, MANAGERS),
+        ("get", "/portal/crosspromo/0/", None, MANAGERS),  # no such chain: 404 past the role check
+        ("post", "/portal/crosspromo/0/change/", {"action": "pause"}, MANAGERS),
         ("get", "/portal/", None, EVERYONE),
         ("get", "/portal/dashboard/figures.csv", None, MANAGERS),
         ("get", "/portal/dashboard/series.csv", None, MANAGERS),

@@ -11,6 +11,7 @@ from loyalty.models import BonusAccount, LedgerEntry, Refund, Transaction
 from svoykrug import portal_urls
 from tests.factories import ApiKeyFactory
 from tests.portal.test_campaigns_portal import ISOLATION_CASES as CAMPAIGN_CASES
+from tests.portal.test_crosspromo_portal import ISOLATION_CASES as CROSSPROMO_CASES
 from tests.portal.test_integrations_portal import ISOLATION_CASES as INTEGRATION_CASES
 
 B_ONLY_PHONE = "+79991110003"
@@ -76,6 +77,7 @@ def test_the_cases_cover_every_portal_url_that_names_an_object():
     # names a provider, not an object.
     elsewhere = {name for name, *_rest in INTEGRATION_CASES} | {"integration-connect"}
     elsewhere |= {name for name, *_rest in CAMPAIGN_CASES}  # test_campaigns_portal.py
+    elsewhere |= {name for name, *_rest in CROSSPROMO_CASES}  # test_crosspromo_portal.py
 
     assert {name for name, *_rest in CASES} == (named | query_or_post) - elsewhere
 

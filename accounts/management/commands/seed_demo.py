@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from accounts.demo import CUSTOMER_COUNT, customer_phone, seed_accounts, staff_phone
 from accounts.models import Business, Membership, User
 from analytics.demo import seed_analytics
+from crosspromo.demo import seed_crosspromo
 from integrations.demo import seed_integrations
 from loyalty.demo import PURCHASE_COUNT, seed_loyalty
 from notifications.demo import seed_notifications
@@ -53,6 +54,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         notifications = seed_notifications(result["customers"])
         integrations = seed_integrations()
+        crosspromo = seed_crosspromo(result["businesses"], [customer.phone for customer in result["customers"]])
         analytics = seed_analytics()
         self.stdout.write(
             self.style.SUCCESS(
@@ -72,6 +74,10 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  Integrations: {integrations['integrations']} CRM connections (one per provider; "
             "one degraded, one failing), with their synced purchases."
+        )
+        self.stdout.write(
+            f"  Cross-promo: {crosspromo['chains']} chains in every status, {crosspromo['coupons']} coupons, "
+            f"{crosspromo['redeemed']} redeemed."
         )
         churn = analytics["churn"]
         scored = f"{churn['scored']} churn scores" if churn["scored"] else f"no churn scores ({churn['problem']})"

@@ -143,6 +143,11 @@ def _tell_customer(coupon: Coupon) -> None:
     )
 
 
+def _lock_chains(ids) -> dict[int, CrossPromoChain]:
+    """Lock chains in id order (the one order every path uses)."""
+    return {chain.pk: chain for chain in CrossPromoChain.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
+
+
 def _release(coupon: Coupon, status: str, reason: str = "") -> None:
     """Take an active coupon out of use and free its share of the budget (chain locked)."""
     chain = CrossPromoChain.objects.select_for_update().get(pk=coupon.chain_id)
@@ -172,8 +177,10 @@ def expire_coupons(now: datetime | None = None) -> int:
     run twice). Returns how many."""
     now = now or timezone.now()
     count = 0
-    for pk in Coupon.objects.filter(status=Coupon.Status.ACTIVE, expires_at__lte=now).values_list("pk", flat=True):
+    due = Coupon.objects.filter(status=Coupon.Status.ACTIVE, expires_at__lte=now).values_list("pk", "chain_id")
+    for pk, chain_id in due:
         with transaction.atomic():
+            _lock_chains([chain_id])  # the chain before the coupon, as everywhere
             coupon = Coupon.objects.select_for_update().filter(pk=pk, status=Coupon.Status.ACTIVE).first()
             if coupon is not None:
                 _release(coupon, Coupon.Status.EXPIRED)
@@ -235,10 +242,18 @@ def quote_coupon(coupon: Coupon, *, business, customer_id, amount: Decimal, rede
 
 def claim_coupon(code: str, *, business, customer_id, amount: Decimal, redeem: Decimal = ZERO) -> CouponClaim:
     """Lock the coupon for a purchase being recorded (inside its transaction) and quote it.
-    A second purchase with the same coupon waits for the first and is then refused."""
+    A second purchase with the same coupon waits for the first and is then refused.
+
+    Locks are taken in one order everywhere, chains (by id) before coupons: here the
+    coupon's chain together with the chains this purchase may issue from (which
+    evaluate_chain_triggers then finds locked already). Otherwise two partners with chains
+    both ways, redeeming each other's coupons at once, could each hold the chain the other
+    needs."""
     coupon = find_coupon(code)
     if coupon is None:
         raise CouponError(_("There is no such coupon."))
+    issuing = CrossPromoChain.objects.filter(source_id=business.pk, status=Status.ACTIVE).values_list("pk", flat=True)
+    _lock_chains({coupon.chain_id, *issuing})
     coupon = Coupon.objects.select_for_update().select_related("chain", "chain__target").get(pk=coupon.pk)
     return quote_coupon(coupon, business=business, customer_id=customer_id, amount=amount, redeem=redeem)
 

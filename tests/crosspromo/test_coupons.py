@@ -274,3 +274,29 @@ def test_one_coupon_used_at_two_tills_at_once_is_taken_once(cafe, salon):
 def test_a_reward_in_words_shows_round_numbers_plainly(cafe, salon):
     promo = chain(cafe, salon, reward_value=D("20.00"), max_discount=D("300.00"))
     assert services.describe_reward(promo) == f"20% off at {salon.name} (up to 300.00 ₽)"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_partners_in_a_ring_redeeming_each_others_coupons_at_once_never_deadlock(cafe, salon):
+    """Chains café → salon → shop → café: a redemption at each holds one chain and issues
+    from the next, so without one lock order three tills could wait on each other."""
+    from tests.loyalty.test_concurrency import run_parallel
+
+    shop = LoyaltyProgramFactory(business=BusinessFactory()).business
+    ring = [cafe, salon, shop]
+    for source, target in zip(ring, ring[1:] + ring[:1], strict=True):
+        chain(source, target, reward_kind="fixed", reward_value=D(100), max_discount=None, min_purchase_amount=D(0))
+    phones = [f"+7916400{n:04d}" for n in range(8)]
+    codes = {}  # (partner index, customer) -> a coupon for the next partner
+    for k, partner in enumerate(ring):
+        for n, phone in enumerate(phones):
+            codes[k, n] = buy(partner, f"p{k}-{n}", "300", phone=phone).coupons_issued.get().code
+
+    def redeem(index):
+        n, k = divmod(index, 3)  # at partner k+1, the coupon partner k issued
+        return buy(ring[(k + 1) % 3], f"r-{index}", "1000", phone=phones[n], coupon=codes[k, n])
+
+    results = run_parallel(24, redeem)
+    assert [r for r in results if isinstance(r, Exception)] == []
+    assert Coupon.objects.filter(status=Coupon.Status.REDEEMED).count() == 24

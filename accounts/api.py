@@ -50,6 +50,12 @@ class OtpVerifySerializer(serializers.Serializer):
     code = serializers.RegexField(
         r"^\d{1,12}$", max_length=12, error_messages={"invalid": _("Enter the digits of the code.")}
     )
+    referral_code = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        help_text=_("A friend's invitation code or link; counts at the first login only."),
+    )
 
 
 class TokenUserSerializer(serializers.Serializer):
@@ -106,7 +112,8 @@ class OtpVerifyView(APIView):
         responses={
             200: LoginSerializer,
             400: error_response(
-                "otp_invalid (with attempts_left), otp_expired, otp_used, otp_attempts_exhausted or otp_not_found"
+                "otp_invalid (with attempts_left), otp_expired, otp_used, otp_attempts_exhausted, otp_not_found, "
+                "or referral_code_unknown (field referral_code; checked first, the SMS code is not used up)"
             ),
             403: error_response("The account is disabled"),
         },
@@ -114,7 +121,18 @@ class OtpVerifyView(APIView):
     def post(self, request):
         serializer = OtpVerifySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        referral_code = serializer.validated_data.get("referral_code")
+        if referral_code:
+            # The one hook of accounts into crosspromo, imported here so the accounts app
+            # still loads without it. An unknown code is refused before the SMS code is
+            # checked: nobody is logged in, the code is not used up, and the answer is the
+            # same whatever the phone.
+            from crosspromo.services import find_referral_code, register_referral
+
+            referral_code = find_referral_code(referral_code).code
         tokens = services.verify_otp_code(serializer.validated_data["code_id"], serializer.validated_data["code"])
+        if referral_code and tokens.is_new:
+            register_referral(friend=tokens.user, code=referral_code)
         body = {
             "access": tokens.access,
             "refresh": tokens.refresh,

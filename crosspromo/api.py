@@ -1,4 +1,4 @@
-"""The mobile app's cross-promo API: the customer's coupons.
+"""The mobile app's cross-promo API: the customer's coupons and invitation code.
 
 `/me/coupons/…` answers for the logged-in customer only (JWT, the default authentication)
 and never shows another customer's coupon: one that is not theirs is not found.
@@ -15,6 +15,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts.api import error_response
 from accounts.models import Business, User
@@ -171,3 +173,31 @@ class CouponDetailView(CustomerCouponsMixin, generics.RetrieveAPIView):
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
+
+
+# --- Referrals ----------------------------------------------------------------------------------
+
+
+class ReferralSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text=_("The customer's personal invitation code."))
+    link = serializers.CharField(help_text=_("The invitation link to share."))
+    inviter_bonus = serializers.DecimalField(help_text=_("Bonuses the customer gets per friend."), **MONEY)
+    friend_bonus = serializers.DecimalField(help_text=_("Bonuses the friend gets."), **MONEY)
+    invited = serializers.IntegerField(help_text=_("Friends who came with the code."))
+    rewarded = serializers.IntegerField(help_text=_("Friends whose first purchase earned the bonuses."))
+    pending = serializers.IntegerField(help_text=_("Friends who have not made a qualifying purchase yet."))
+
+
+class ReferralView(APIView):
+    @extend_schema(
+        tags=["referrals"],
+        summary="The customer's invitation code and link, the bonuses on offer and the invited friends",
+        description=(
+            "A friend enters the code at their first login (`referral_code` of the OTP verify "
+            "request); once the friend's first paid purchase has stood unrefunded for the hold "
+            "period, both get their bonuses."
+        ),
+        responses={200: ReferralSerializer, 401: error_response("Not logged in")},
+    )
+    def get(self, request):
+        return Response(ReferralSerializer(services.referral_summary(request.user)).data)

@@ -15,3 +15,9 @@ def advance_chains() -> int:
 def expire_coupons() -> int:
     """Every 10 minutes: coupons past their time become expired and free their budget."""
     return services.expire_coupons()
+
+
+@shared_task(name="crosspromo.tasks.reward_referrals")
+def reward_referrals() -> int:
+    """Every hour: pay referrals whose qualifying purchase has stood REFERRAL_HOLD_DAYS unrefunded."""
+    return services.reward_referrals()

@@ -8,6 +8,7 @@ the README list every variable.
 """
 
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import environ
@@ -29,6 +30,18 @@ def env_positive_int(name: str, default: int) -> int:
     if value < 1:
         raise ImproperlyConfigured(f"{name} must be a positive integer, got {value}.")
     return value
+
+
+def env_money(name: str, default: str) -> Decimal:
+    """An amount of roubles, at least 0 with at most two decimal places; a bad value stops start-up."""
+    raw = env.str(name, default="") or default
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be an amount of roubles, got {raw!r}.") from None
+    if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
+        raise ImproperlyConfigured(f"{name} must be a non-negative amount with at most two decimals, got {raw!r}.")
+    return value.quantize(Decimal("0.01"))
 
 
 def env_phone_code_map(name: str) -> dict[str, str]:
@@ -198,6 +211,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "crosspromo-chains": {"task": "crosspromo.tasks.advance_chains", "schedule": crontab(minute="*/5")},
     "crosspromo-coupon-expiry": {"task": "crosspromo.tasks.expire_coupons", "schedule": crontab(minute="*/10")},
+    "crosspromo-referral-rewards": {"task": "crosspromo.tasks.reward_referrals", "schedule": crontab(minute=15)},
 }
 
 # --- Auth: phone login ------------------------------------------------------------------
@@ -248,6 +262,14 @@ LOYALTY_REFUND_RETURN_MIN_DAYS = env_positive_int("LOYALTY_REFUND_RETURN_MIN_DAY
 LOYALTY_ADJUSTMENT_LIFETIME_DAYS = env_positive_int("LOYALTY_ADJUSTMENT_LIFETIME_DAYS", 365)
 # Accounts locked per statement batch by the nightly expiry and tier recomputation.
 LOYALTY_BATCH_ACCOUNTS = env_positive_int("LOYALTY_BATCH_ACCOUNTS", 2000)
+# Referrals (circle settings): the bonuses an inviter and a friend get once the friend's
+# first paid purchase has stood REFERRAL_HOLD_DAYS unrefunded; an inviter is paid for at most
+# REFERRAL_MONTHLY_CAP friends per calendar month; the invitation link is REFERRAL_LINK_BASE + code.
+REFERRAL_INVITER_BONUS = env_money("REFERRAL_INVITER_BONUS", "300")
+REFERRAL_FRIEND_BONUS = env_money("REFERRAL_FRIEND_BONUS", "200")
+REFERRAL_MONTHLY_CAP = env_positive_int("REFERRAL_MONTHLY_CAP", 10)
+REFERRAL_HOLD_DAYS = env_positive_int("REFERRAL_HOLD_DAYS", 14)
+REFERRAL_LINK_BASE = env.str("REFERRAL_LINK_BASE", default="") or "https://svoykrug.example/r/"
 # Page size of the mobile app's histories.
 API_PAGE_SIZE = env_positive_int("API_PAGE_SIZE", 50)
 

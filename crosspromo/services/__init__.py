@@ -4,7 +4,8 @@ recommendations.
 The catalogue's functions keep their names: `create_chain`, `evaluate_chain_triggers`,
 `calculate_winwin_index`, `generate_chain_recommendations`. loyalty calls in here from
 the purchase path (coupons issued, claimed and voided inside the purchase's transaction);
-nothing here writes to the loyalty ledger."""
+nothing here writes to the loyalty ledger, except `reward_referrals`, a task that pays
+referral bonuses later through loyalty's `adjust_balance` (see crosspromo.services.referrals)."""
 
 from crosspromo.services.chains import (
     ChainConfig,
@@ -36,6 +37,16 @@ from crosspromo.services.insights import (
     calculate_winwin_index,
     generate_chain_recommendations,
 )
+from crosspromo.services.referrals import (
+    ReferralSummary,
+    UnknownReferralCode,
+    find_referral_code,
+    get_referral_code,
+    note_referral_purchase,
+    referral_summary,
+    register_referral,
+    reward_referrals,
+)
 
 __all__ = [
     "ChainConfig",
@@ -62,4 +73,12 @@ __all__ = [
     "quote_coupon",
     "resume_chain",
     "void_coupons_for_refund",
+    "ReferralSummary",
+    "UnknownReferralCode",
+    "find_referral_code",
+    "get_referral_code",
+    "note_referral_purchase",
+    "referral_summary",
+    "register_referral",
+    "reward_referrals",
 ]

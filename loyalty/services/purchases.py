@@ -188,6 +188,7 @@ def record_transaction(
             if claim is not None:
                 crosspromo.mark_redeemed(claim, purchase, now)
             crosspromo.evaluate_chain_triggers(purchase, now)
+            crosspromo.note_referral_purchase(purchase)
 
             is_first = account.first_purchase_at is None
             if is_first:

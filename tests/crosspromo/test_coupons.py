@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 import time_machine
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from crosspromo import services
 from crosspromo.models import Coupon, CrossPromoChain, normalize_code
@@ -17,6 +17,13 @@ from loyalty.services import InvalidPurchase
 from tests.factories import BusinessFactory, LoyaltyProgramFactory, MembershipFactory
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _english():
+    """The refusals are matched in English (the circle speaks Russian by default)."""
+    with translation.override("en"):
+        yield
 
 D = Decimal
 ANNA, BORIS = "+79160000001", "+79160000002"

@@ -38,7 +38,7 @@ def coupon():
 
 def client_of(api_client, business):
     _, raw_key = ApiKeyFactory(business=business)
-    api_client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}")
+    api_client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw_key}", HTTP_ACCEPT_LANGUAGE="en")
     return api_client
 
 

@@ -25,6 +25,7 @@ def _english():
     with translation.override("en"):
         yield
 
+
 D = Decimal
 ANNA, BORIS = "+79160000001", "+79160000002"
 

@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET
 
 from accounts.portal import MANAGING_ROLES, PortalForm, portal_view
+from crosspromo.selectors import reward_shares
 from loyalty import selectors
 from loyalty.money import ZERO
 from loyalty.portal.common import (
@@ -44,7 +45,8 @@ def _next_month(first: date) -> date:
 def settlement(request):
     """The month's clearing: bonuses issued by one business and spent at another, from
     this business's side — what it owes for its bonuses spent elsewhere, and what others
-    owe it for theirs spent here."""
+    owe it for theirs spent here — and the cross-promo rewards a chain's source agreed to
+    share with its target."""
     form = MonthForm(request.GET)
     first = _month_start(form.cleaned_data["month"] if form.is_valid() else None)
     following = _next_month(first)
@@ -60,10 +62,18 @@ def settlement(request):
             owed_to_us += row.amount
         elif row.issuer_id == business_id:
             we_owe += row.amount
+    # Cross-promo rewards whose cost the chain's source agreed to share: it owes the target.
+    shares = reward_shares(since=local_midnight(first), until=local_midnight(following), business=request.business)
+    for share in shares:
+        if share.target_id == business_id:
+            owed_to_us += share.owed
+        else:
+            we_owe += share.owed
     previous = (first - timedelta(days=1)).replace(day=1)
     context = {
         "form": form,
         "rows": rows,
+        "shares": shares,
         "month": first,
         "month_label": formats.date_format(first, "F Y"),
         "previous": previous.strftime("%Y-%m"),

@@ -396,3 +396,34 @@ def test_a_coupon_for_another_partner_is_refused_at_the_quote(
     assert quoted.context["form"].errors["coupon"] == ["This coupon is for Салон «Лён»."]
     assert recorded.context["form"].errors["coupon"] == ["This coupon is for Салон «Лён»."]
     assert Transaction.objects.filter(business=business_a).count() == 1
+
+
+@pytest.mark.django_db
+def test_settlement_charges_the_source_its_agreed_share_of_the_rewards(
+    client, login, owner, owner_b, business_a, business_b, buy
+):
+    from crosspromo import services as crosspromo_services
+
+    chain = crosspromo_services.create_chain(
+        crosspromo_services.ChainConfig(
+            source=business_a,
+            target=business_b,
+            reward_kind="fixed",
+            reward_value=Decimal("250.00"),
+            target_share_percent=60,
+        )
+    )
+    crosspromo_services.accept_chain(chain, business=business_b)
+    coupon = buy(business_a, "+79165550001", "500").coupons_issued.get()
+    buy(business_b, "+79165550001", "1000", coupon=coupon.code)
+
+    login(owner_b)  # the salon gave 250 off; the café agreed to pay 40% of it
+    salon = client.get("/portal/settlement/").context
+    assert [(s.source_name, s.rewards_given, s.owed) for s in salon["shares"]] == [
+        (business_a.name, Decimal("250.00"), Decimal("100.00"))
+    ]
+    assert salon["owed_to_us"] == Decimal("100.00")
+    login(owner)
+    cafe = client.get("/portal/settlement/")
+    assert cafe.context["we_owe"] == Decimal("100.00")
+    assert 'id="reward-shares"' in cafe.content.decode()

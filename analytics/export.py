@@ -138,21 +138,8 @@ COUPONS = Stream(
     name="coupons",
     model=Coupon,
     time_field="updated_at",
-    paths=(
-        "id",
-        "chain_id",
-        "chain__source_id",
-        "chain__target_id",
-        "customer_id",
-        "status",
-        "issued_at",
-        "expires_at",
-        "redeemed_at",
-        "issuing_transaction_id",
-        "redeeming_transaction_id",
-        "value_given",
-        "updated_at",
-    ),
+    # The partners are the chain's; every other column is the coupon's own field.
+    paths=(*(f"chain__{c}" if c in ("source_id", "target_id") else c for c in COUPON_COLUMNS), "updated_at"),
     columns=COUPON_COLUMNS,
     version=lambda values: _micros(values[-1]),  # a later change (redeemed, void) is a higher version
     sql=f"""

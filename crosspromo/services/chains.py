@@ -184,6 +184,10 @@ _MOVES = {
 }
 
 
+# The message the source's owners get when the target decides on its proposal.
+_DECISION_MESSAGES = {"accept": "chain_accepted", "decline": "chain_declined"}
+
+
 def _running_status(chain: CrossPromoChain, now: datetime) -> str:
     if chain.ends_at is not None and chain.ends_at <= now:
         return Status.ENDED
@@ -219,8 +223,8 @@ def change_chain(chain: CrossPromoChain, action: str, *, business: Business | No
         if action in ("accept", "decline"):
             chain.decided_by, chain.decided_at = by, now
         chain.save()
-    if action in ("accept", "decline"):
-        _tell_owners(chain.source, f"chain_{action}ed", chain)
+    if action in _DECISION_MESSAGES:
+        _tell_owners(chain.source, _DECISION_MESSAGES[action], chain)
     return chain
 
 

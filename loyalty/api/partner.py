@@ -110,14 +110,18 @@ class PurchaseView(PartnerView):
     def post(self, request):
         serializer = PurchaseSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        return self.record(serializer.validated_data, coupon=serializer.validated_data.get("coupon") or None)
+
+    def record(self, data: dict, *, coupon: str | None) -> Response:
+        """Record the validated purchase (redeeming `coupon` if given) and answer: 201 the
+        first time, 200 with the first answer when it is sent again."""
         result = services.record_transaction(
             business=self.business,
             external_id=data["external_id"],
             phone=data["phone"],
             amount=data["amount"],
             redeem=data["redeem"],
-            coupon=data.get("coupon") or None,
+            coupon=coupon,
             occurred_at=data.get("occurred_at"),
             source=Transaction.Source.API,
         )
@@ -127,7 +131,7 @@ class PurchaseView(PartnerView):
         )
 
 
-class CouponRedeemView(PartnerView):
+class CouponRedeemView(PurchaseView):
     @extend_schema(
         tags=["partner"],
         summary="Record a purchase that redeems a cross-promo coupon",
@@ -146,21 +150,7 @@ class CouponRedeemView(PartnerView):
     def post(self, request, code):
         serializer = CouponPurchaseSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        result = services.record_transaction(
-            business=self.business,
-            external_id=data["external_id"],
-            phone=data["phone"],
-            amount=data["amount"],
-            redeem=data["redeem"],
-            coupon=code,
-            occurred_at=data.get("occurred_at"),
-            source=Transaction.Source.API,
-        )
-        return Response(
-            PurchaseResultSerializer(result).data,
-            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
-        )
+        return self.record(serializer.validated_data, coupon=code)
 
 
 class CouponCheckSerializer(serializers.Serializer):

@@ -170,12 +170,13 @@ def record_transaction(
                 )
                 account.lifetime_earned += accrued
 
-            if claim is not None and claim.bonus > 0:
+            def grant(amount: Decimal, kind: str, key: str) -> None:
+                """Bonuses of this business, spendable at once, for its program's lifetime."""
                 _credit(
                     account=account,
-                    amount=claim.bonus,
-                    kind=LedgerEntry.Kind.ACCRUAL,
-                    key=f"coupon:{claim.coupon.pk}",
+                    amount=amount,
+                    kind=kind,
+                    key=key,
                     issuer=business,
                     business=business,
                     spendable_from=now,
@@ -184,7 +185,10 @@ def record_transaction(
                     transaction=purchase,
                     tier=tier,
                 )
-                account.lifetime_earned += claim.bonus
+                account.lifetime_earned += amount
+
+            if claim is not None and claim.bonus > 0:
+                grant(claim.bonus, LedgerEntry.Kind.ACCRUAL, f"coupon:{claim.coupon.pk}")
             if claim is not None:
                 crosspromo.mark_redeemed(claim, purchase, now)
             crosspromo.evaluate_chain_triggers(purchase, now)
@@ -194,20 +198,7 @@ def record_transaction(
             if is_first:
                 account.first_purchase_at = occurred_at
             if is_first and program.is_active and program.welcome_bonus > 0:
-                _credit(
-                    account=account,
-                    amount=program.welcome_bonus,
-                    kind=LedgerEntry.Kind.WELCOME,
-                    key=f"welcome:{customer.pk}",
-                    issuer=business,
-                    business=business,
-                    spendable_from=now,
-                    expires_at=now + timedelta(days=program.bonus_lifetime_days),
-                    at=now,
-                    transaction=purchase,
-                    tier=tier,
-                )
-                account.lifetime_earned += program.welcome_bonus
+                grant(program.welcome_bonus, LedgerEntry.Kind.WELCOME, f"welcome:{customer.pk}")
 
             # The purchase adds its money to the year's spend; purchases that age out of
             # the 365 days are taken off by the nightly recompute_all_tiers.

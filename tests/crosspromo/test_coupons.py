@@ -94,6 +94,34 @@ def test_a_proposal_is_validated_and_the_target_decides(cafe, salon, monkeypatch
     assert services.pause_chain(accepted, business=cafe).status == CrossPromoChain.Status.PAUSED
     assert services.resume_chain(accepted, business=salon).status == CrossPromoChain.Status.ACTIVE
     assert services.end_chain(accepted, business=cafe).status == CrossPromoChain.Status.ENDED
+    declined = services.create_chain(ChainConfig(source=salon, target=cafe, **config))
+    services.decline_chain(declined, business=cafe)
+    assert told == ["chain_proposed", "chain_accepted", "chain_proposed", "chain_declined"]
+
+
+def test_every_message_the_chains_send_is_a_known_kind(
+    cafe, salon, django_capture_on_commit_callbacks, monkeypatch, caplog
+):
+    """The messages go out after commit, and an enqueue error is only logged: run them and
+    look at both, so that a misspelt kind fails here."""
+    from notifications import services as notifications
+
+    sent, original = [], notifications.notify
+    monkeypatch.setattr(
+        notifications, "notify", lambda user, kind, *a, **kw: sent.append(kind) or original(user, kind, *a, **kw)
+    )
+    MembershipFactory(business=cafe)
+    MembershipFactory(business=salon)
+    config = {"reward_kind": "fixed", "reward_value": D(200)}
+    with django_capture_on_commit_callbacks(execute=True):
+        first = services.create_chain(ChainConfig(source=cafe, target=salon, **config))
+        services.decline_chain(first, business=salon)
+        second = services.create_chain(ChainConfig(source=cafe, target=salon, **config))
+        services.accept_chain(second, business=salon)
+        buy(cafe, "c-1", "800")
+    assert {"chain_proposed", "chain_declined", "chain_accepted", "coupon_issued"} <= set(sent)
+    assert set(sent) <= set(notifications.KINDS)
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == []
 
 
 def test_a_chain_accepted_before_its_start_starts_and_ends_on_time(cafe, salon):

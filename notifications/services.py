@@ -59,6 +59,15 @@ KINDS = {
     "chain_proposed": Kind(None),
     "chain_accepted": Kind(None),
     "chain_declined": Kind(None),
+    # To customers about partners' events. A cancellation matters without the app: SMS then.
+    "event_registered": Kind("events"),
+    "event_waitlisted": Kind("events", email=False),
+    "event_promoted": Kind("events", sms=True),
+    "event_waitlist_missed": Kind("events"),
+    "event_reminder": Kind("events", email=False),
+    "event_changed": Kind("events", sms=True),
+    "event_cancelled": Kind("events", sms=True),
+    "event_published": Kind("events"),
 }
 
 

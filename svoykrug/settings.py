@@ -212,6 +212,9 @@ CELERY_BEAT_SCHEDULE = {
     "crosspromo-chains": {"task": "crosspromo.tasks.advance_chains", "schedule": crontab(minute="*/5")},
     "crosspromo-coupon-expiry": {"task": "crosspromo.tasks.expire_coupons", "schedule": crontab(minute="*/10")},
     "crosspromo-referral-rewards": {"task": "crosspromo.tasks.reward_referrals", "schedule": crontab(minute=15)},
+    "events-close-votes": {"task": "events.tasks.close_votes", "schedule": crontab(minute="*/5")},
+    "events-reminders": {"task": "events.tasks.send_reminders", "schedule": crontab(minute="*/10")},
+    "events-finish": {"task": "events.tasks.finish_events", "schedule": crontab(minute=25)},
 }
 
 # --- Auth: phone login ------------------------------------------------------------------
@@ -270,6 +273,17 @@ REFERRAL_FRIEND_BONUS = env_money("REFERRAL_FRIEND_BONUS", "200")
 REFERRAL_MONTHLY_CAP = env_positive_int("REFERRAL_MONTHLY_CAP", 10)
 REFERRAL_HOLD_DAYS = env_positive_int("REFERRAL_HOLD_DAYS", 14)
 REFERRAL_LINK_BASE = env.str("REFERRAL_LINK_BASE", default="") or "https://svoykrug.example/r/"
+# Events: a customer who cancels at least EVENTS_REFUND_CUTOFF_HOURS before the start gets the
+# ticket's bonuses back; the door opens for check-in EVENTS_CHECKIN_OPENS_MINUTES before the
+# start; registered customers who did not come are marked no-show EVENTS_NO_SHOW_AFTER_HOURS
+# after the end. The mobile list's `near` search takes a radius up to EVENTS_NEAR_MAX_RADIUS_KM.
+EVENTS_REFUND_CUTOFF_HOURS = env_positive_int("EVENTS_REFUND_CUTOFF_HOURS", 24)
+EVENTS_CHECKIN_OPENS_MINUTES = env_positive_int("EVENTS_CHECKIN_OPENS_MINUTES", 60)
+EVENTS_NO_SHOW_AFTER_HOURS = env_positive_int("EVENTS_NO_SHOW_AFTER_HOURS", 24)
+EVENTS_MAX_CAPACITY = env_positive_int("EVENTS_MAX_CAPACITY", 10_000)
+EVENTS_MAX_DURATION_DAYS = env_positive_int("EVENTS_MAX_DURATION_DAYS", 14)
+EVENTS_NEAR_DEFAULT_RADIUS_KM = env_positive_int("EVENTS_NEAR_DEFAULT_RADIUS_KM", 5)
+EVENTS_NEAR_MAX_RADIUS_KM = env_positive_int("EVENTS_NEAR_MAX_RADIUS_KM", 50)
 # Page size of the mobile app's histories.
 API_PAGE_SIZE = env_positive_int("API_PAGE_SIZE", 50)
 

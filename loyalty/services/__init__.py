@@ -34,6 +34,7 @@ from loyalty.services.ledger import (
     max_redeemable,
     quote_redemption,
     redeem_share,
+    return_bonus_redemption,
     spendable_balance,
     update_program,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "max_redeemable",
     "quote_redemption",
     "apply_bonus_redemption",
+    "return_bonus_redemption",
     "spend_over_year",
     "update_status_tier",
     "recompute_all_tiers",

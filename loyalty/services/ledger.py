@@ -1,8 +1,9 @@
 """Accounts, programs and the ledger's primitives: the one lock helper, lots credited and consumed, redemption."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
@@ -278,11 +279,13 @@ def apply_bonus_redemption(
     idempotency_key: str,
     transaction_: Transaction | None = None,
     check_amount: Decimal | None = None,
+    reason: str = "",
 ) -> bool:
     """Spend `amount` bonuses at `business`: only lots past their hold, soonest-expiring
     first, each lot consumed recorded (and so its issuing business). With `check_amount`,
-    at most the business's share (+ the tier's extra) of the check. Returns True, or
-    raises InsufficientBonuses / RedemptionOverLimit and changes nothing."""
+    at most the business's share (+ the tier's extra) of the check. `reason` is what the
+    customer's history shows for a spend outside a purchase (an event ticket). Returns True,
+    or raises InsufficientBonuses / RedemptionOverLimit and changes nothing."""
     amount = round_down(amount)
     if amount <= 0:
         raise InvalidPurchase(_("The amount to spend must be positive."))
@@ -296,12 +299,67 @@ def apply_bonus_redemption(
             transaction=transaction_,
             check_amount=check_amount,
             at=timezone.now(),
+            reason=reason,
         )
         account.save(update_fields=["balance", "updated_at"])
     return True
 
 
-def _redeem(*, account, amount, business, key, transaction, check_amount, at, coupon_discount=ZERO, program=None):
+def return_bonus_redemption(user: User, *, idempotency_key: str, reason: str = "") -> Decimal:
+    """Give back everything spent by `apply_bonus_redemption` under `idempotency_key`, each
+    part as a new lot of the issuer it came from that expires no sooner than the original
+    (and not within LOYALTY_REFUND_RETURN_MIN_DAYS). Returns what was given back now: zero
+    when nothing was spent under the key or it was given back already."""
+    with transaction.atomic():
+        account = _lock_account(user)
+        spent = list(
+            LedgerEntry.objects.filter(
+                account=account,
+                kind=LedgerEntry.Kind.REDEMPTION,
+                idempotency_key__startswith=f"redeem:{idempotency_key}:lot:",
+            )
+            .select_related("lot")
+            .order_by("id")
+        )
+        now = timezone.now()
+        min_expiry = now + timedelta(days=settings.LOYALTY_REFUND_RETURN_MIN_DAYS)
+        given = ZERO
+        for entry in spent:
+            try:
+                with transaction.atomic():
+                    _credit(
+                        account=account,
+                        amount=-entry.amount,
+                        kind=LedgerEntry.Kind.REFUND_RETURN,
+                        key=f"return:{idempotency_key}:lot:{entry.lot_id}",
+                        issuer=entry.lot.business,
+                        business=entry.business,
+                        spendable_from=now,
+                        expires_at=max(entry.lot.expires_at, min_expiry),
+                        at=now,
+                        reason=reason,
+                    )
+            except IntegrityError:  # given back before: the key decides
+                continue
+            given += -entry.amount
+        if given:
+            account.save(update_fields=["balance", "clawback_due", "updated_at"])
+    return given
+
+
+def _redeem(
+    *,
+    account,
+    amount,
+    business,
+    key,
+    transaction,
+    check_amount,
+    at,
+    coupon_discount=ZERO,
+    program=None,
+    reason="",
+):
     if check_amount is not None:
         program = program or get_program(business)
         cap = percent_of(max(check_amount - coupon_discount, ZERO), redeem_share(program, account.tier))
@@ -316,4 +374,5 @@ def _redeem(*, account, amount, business, key, transaction, check_amount, at, co
         transaction=transaction,
         at=at,
         spendable_only=True,
+        reason=reason,
     )

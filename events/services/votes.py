@@ -1,0 +1,118 @@
+"""The community's votes on proposed events.
+
+The database is the truth; the counts the app shows are served from the cache (Redis in
+production) as two counters per event, changed with atomic increments. Votes on one event
+are written under the event row's lock (which also decides, once, that the threshold is
+reached), so each vote moves the counters exactly once. Missing counters are rebuilt from
+the database: a writer rebuilds them inside its transaction, where it sees its own vote; a
+reader rebuilds them from committed votes and only adds keys that are still missing, so it
+never overwrites a writer's newer figures. A write that fails after touching the counters
+drops them, and the next read rebuilds them."""
+
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.models import User
+from events.models import Event, Vote
+from events.services.errors import InvalidEvent, VotingClosed
+from events.services.lifecycle import _publish
+
+CHOICES = Vote.Choice.values
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    up: int
+    down: int
+    my_vote: str | None
+    threshold: int | None
+    published: bool  # the vote (this one or an earlier) put the event on
+
+
+def _keys(event_id) -> dict[str, str]:
+    return {choice: f"events:votes:{event_id}:{choice}" for choice in CHOICES}
+
+
+def _count_in_database(event_id) -> dict[str, int]:
+    counts = dict.fromkeys(CHOICES, 0)
+    for choice in Vote.objects.filter(event_id=event_id).values_list("vote", flat=True):
+        counts[choice] += 1
+    return counts
+
+
+def vote_counts(event_id) -> dict[str, int]:
+    """{"up": n, "down": m} of an event, from the cache or rebuilt from the database."""
+    keys = _keys(event_id)
+    cached = cache.get_many(keys.values())
+    if len(cached) == len(keys):
+        return {choice: cached[key] for choice, key in keys.items()}
+    counts = _count_in_database(event_id)
+    for choice, key in keys.items():
+        cache.add(key, counts[choice], timeout=None)
+    return counts
+
+
+def forget_vote_counts(event_id) -> None:
+    cache.delete_many(list(_keys(event_id).values()))
+
+
+def _move_counters(event_id, deltas: dict[str, int]) -> dict[str, int]:
+    """Apply a vote's change to the counters (the event locked, the vote written but not
+    committed); rebuild them from this transaction's view if any is missing."""
+    keys = _keys(event_id)
+    try:
+        counts = {}
+        for choice, key in keys.items():
+            counts[choice] = cache.incr(key, deltas[choice]) if deltas[choice] else cache.get(key)
+            if counts[choice] is None:
+                raise ValueError(key)
+        return counts
+    except ValueError:  # a counter is missing (emptied cache, evicted key)
+        counts = _count_in_database(event_id)
+        cache.set_many({key: counts[choice] for choice, key in keys.items()}, timeout=None)
+        return counts
+
+
+def process_vote(user: User, event: Event, vote: str) -> VoteResult:
+    """Record or change the customer's vote on a proposed event while voting is open; an
+    up-vote that reaches the threshold publishes the event and tells those who voted for it."""
+    if vote not in CHOICES:
+        raise InvalidEvent(_("Vote up or down."), fields={"vote": [_("Either up or down.")]})
+    touched = False
+    try:
+        with transaction.atomic():
+            event = Event.objects.select_for_update(of=("self",)).select_related("business").get(pk=event.pk)
+            now = timezone.now()
+            if event.status != Event.Status.PROPOSED or event.voting_deadline <= now:
+                raise VotingClosed()
+            previous = Vote.objects.filter(event=event, customer=user).first()
+            deltas = dict.fromkeys(CHOICES, 0)
+            if previous is None:
+                Vote.objects.create(event=event, customer=user, vote=vote)
+                deltas[vote] += 1
+            elif previous.vote != vote:
+                deltas[previous.vote] -= 1
+                deltas[vote] += 1
+                previous.vote = vote
+                previous.save(update_fields=["vote", "updated_at"])
+            touched = True
+            counts = _move_counters(event.pk, deltas)
+            # The cache says when to look; the database decides.
+            reached = counts[Vote.Choice.UP] >= event.vote_threshold
+            if reached and Vote.objects.filter(event=event, vote=Vote.Choice.UP).count() >= event.vote_threshold:
+                _publish(event, now)
+    except Exception:
+        if touched:  # the counters may hold a vote that was never committed
+            forget_vote_counts(event.pk)
+        raise
+    return VoteResult(
+        up=counts[Vote.Choice.UP],
+        down=counts[Vote.Choice.DOWN],
+        my_vote=vote,
+        threshold=event.vote_threshold,
+        published=event.status == Event.Status.PUBLISHED,
+    )

@@ -7,6 +7,7 @@ from accounts.demo import CUSTOMER_COUNT, customer_phone, seed_accounts, staff_p
 from accounts.models import Business, Membership, User
 from analytics.demo import seed_analytics
 from crosspromo.demo import seed_crosspromo
+from events.demo import seed_events
 from integrations.demo import seed_integrations
 from loyalty.demo import PURCHASE_COUNT, seed_loyalty
 from notifications.demo import seed_notifications
@@ -55,6 +56,7 @@ class Command(BaseCommand):
         notifications = seed_notifications(result["customers"])
         integrations = seed_integrations()
         crosspromo = seed_crosspromo(result["businesses"], [customer.phone for customer in result["customers"]])
+        events = seed_events(result["businesses"], result["customers"])
         analytics = seed_analytics()
         self.stdout.write(
             self.style.SUCCESS(
@@ -78,6 +80,10 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  Cross-promo: {crosspromo['chains']} chains in every status, {crosspromo['coupons']} coupons, "
             f"{crosspromo['redeemed']} redeemed."
+        )
+        self.stdout.write(
+            f"  Events: {events['events']} (past, running now, upcoming, proposed, cancelled), "
+            f"{events['registrations']} registrations, {events['checked_in']} check-ins, {events['votes']} votes."
         )
         churn = analytics["churn"]
         scored = f"{churn['scored']} churn scores" if churn["scored"] else f"no churn scores ({churn['problem']})"

@@ -6,6 +6,7 @@ from accounts import portal as accounts_portal
 from analytics import portal as analytics_portal
 from analytics import portal_campaigns as campaigns_portal
 from crosspromo import portal as crosspromo_portal
+from events import portal as events_portal
 from integrations import portal as integrations_portal
 from loyalty import portal as loyalty_portal
 
@@ -74,4 +75,13 @@ urlpatterns = [
     path("crosspromo/recommendations/", crosspromo_portal.recommendations, name="crosspromo-recommendations"),
     path("crosspromo/<int:chain_id>/", crosspromo_portal.chain_detail, name="crosspromo-chain"),
     path("crosspromo/<int:chain_id>/change/", crosspromo_portal.chain_change, name="crosspromo-chain-change"),
+    # Events: the business's own and co-hosted events, the community's votes on proposals, the door.
+    path("events/", events_portal.event_list, name="events"),
+    path("events/new/", events_portal.event_new, name="event-new"),
+    path("events/<int:event_id>/", events_portal.event_detail, name="event"),
+    path("events/<int:event_id>/edit/", events_portal.event_edit, name="event-edit"),
+    path("events/<int:event_id>/publish/", events_portal.event_publish, name="event-publish"),
+    path("events/<int:event_id>/cancel/", events_portal.event_cancel, name="event-cancel"),
+    path("events/<int:event_id>/registrations.csv", events_portal.event_csv, name="event-csv"),
+    path("events/<int:event_id>/check-in/", events_portal.event_checkin, name="event-checkin"),
 ]

@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/v1/", include("crosspromo.urls")),
     path("api/v1/", include("notifications.urls")),
     path("api/v1/", include("integrations.urls")),
+    path("api/v1/", include("events.urls")),
     # Email delivery events from the ESP: SendGrid posts to /anymail/sendgrid/tracking/.
     path("anymail/", include("anymail.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api-schema"),

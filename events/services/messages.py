@@ -5,6 +5,7 @@ strings), because it travels through a task; each has an event key so a retried 
 task never sends the same message twice."""
 
 import zoneinfo
+from decimal import Decimal
 
 from django.utils import timezone
 
@@ -28,7 +29,8 @@ def tell(registration: Registration, kind: str, *, key: str, **extra) -> None:
     from notifications.services import notify_after_commit
 
     context = event_context(registration.event) | {"ticket_code": registration.ticket_code}
-    context |= {name: str(value) for name, value in extra.items()}
+    # Amounts always with two places ("0.00" reads as free or nothing returned in the templates).
+    context |= {name: f"{value:.2f}" if isinstance(value, Decimal) else str(value) for name, value in extra.items()}
     notify_after_commit(
         user_id=registration.customer_id,
         messages=[(kind, context)],

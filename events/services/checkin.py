@@ -4,6 +4,7 @@ the attendance bonus paid once through the ledger.
 A check-in locks the registration row, then (inside loyalty) the customer's account; it
 never takes the event's lock, so the door does not queue behind registrations."""
 
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,7 +42,7 @@ def _refusal(registration: Registration, now: datetime) -> str | None:
     if event.status == Event.Status.CANCELLED:
         return _("The event is cancelled.")
     if now < door_opens_at(event):
-        local = timezone.localtime(door_opens_at(event))
+        local = timezone.localtime(door_opens_at(event), zoneinfo.ZoneInfo(event.business.time_zone))
         return _("Check-in opens at %(time)s.") % {"time": local.strftime("%d.%m %H:%M")}
     if now > event.ends_at:
         return _("The event is over.")

@@ -207,10 +207,15 @@ def update_event(event: Event, changes: dict, *, by: User) -> Event:
                 fields={"price": [_("Customers have paid the current price: it cannot change now.")]},
             )
         news = [name for name in NEWS if values[name] != getattr(event, name)]
+        if values["starts_at"] != event.starts_at:
+            # A moved event is reminded of again before its new start.
+            event.reminder_24h_sent_at = event.reminder_2h_sent_at = None
         for name in CHANGEABLE:
             setattr(event, name, values[name])
         event.save()
         fill_seats(event, now=now)
+        if event.status == Status.PROPOSED and _votes_for(event) >= event.vote_threshold:
+            _publish(event, now)  # a lowered threshold the votes already meet
         if news and event.status == Status.PUBLISHED:
             stamp = now.strftime("%Y%m%d%H%M%S%f")
             for registration in event.registrations.filter(
@@ -218,6 +223,12 @@ def update_event(event: Event, changes: dict, *, by: User) -> Event:
             ).select_related("event__business"):
                 tell(registration, "event_changed", key=f"changed:{stamp}")
     return event
+
+
+def _votes_for(event: Event) -> int:
+    from events.models import Vote
+
+    return event.votes.filter(vote=Vote.Choice.UP).count()
 
 
 def _publish(event: Event, now: datetime) -> None:
@@ -255,10 +266,12 @@ def cancel_event(event: Event, *, by: User | None, reason: str = Event.CloseReas
     with transaction.atomic():
         event = _lock(event)
         if event.status not in (Status.PROPOSED, Status.PUBLISHED):
-            raise EventNotChangeable(_("The event is already %(status)s.") % {"status": event.get_status_display()})
+            shown = event.get_status_display().lower()
+            raise EventNotChangeable(_("The event is already %(status)s.") % {"status": shown})
         now = timezone.now()
-        if event.ends_at <= now:
-            raise EventNotChangeable(_("The event is over: it cannot be cancelled."))
+        if event.starts_at <= now:
+            # People are at the door or inside: their tickets were used, and the seats are theirs.
+            raise EventNotChangeable(_("The event has started: it can no longer be cancelled."))
         held = list(
             event.registrations.select_for_update(of=("self",))
             .filter(status__in=[Registration.Status.REGISTERED, Registration.Status.WAITLISTED])
@@ -277,14 +290,18 @@ def cancel_event(event: Event, *, by: User | None, reason: str = Event.CloseReas
 
 
 def close_votes(now: datetime | None = None) -> int:
-    """Proposed events whose voting closed without reaching the threshold are closed; those
-    that reached it (published as the vote came in) are not here. Returns how many closed."""
+    """Proposed events whose voting closed without reaching the threshold are closed (those
+    that reached it were published as the vote came in, or are published here). Returns how
+    many closed."""
     now = now or timezone.now()
     closed = 0
     for event in Event.objects.filter(status=Status.PROPOSED, voting_deadline__lte=now).order_by("id"):
         with transaction.atomic():
             event = _lock(event)
             if event.status != Status.PROPOSED or event.voting_deadline > now:
+                continue
+            if _votes_for(event) >= event.vote_threshold:
+                _publish(event, now)  # the votes are there (the threshold was lowered): it is on
                 continue
             event.status = Status.CANCELLED
             event.close_reason = Event.CloseReason.NOT_ENOUGH_VOTES

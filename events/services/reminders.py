@@ -40,7 +40,9 @@ def send_reminders(now: datetime | None = None) -> int:
                     for registration in event.registrations.filter(
                         status=Registration.Status.REGISTERED, registered_at__lte=moment
                     ).select_related("event__business"):
-                        tell(registration, "event_reminder", key=f"reminder:{hours}h", hours=hours)
+                        # Keyed by the start too: a moved event is reminded of again.
+                        key = f"reminder:{hours}h:{event.starts_at:%Y%m%d%H%M}"
+                        tell(registration, "event_reminder", key=key, hours=hours)
                         told += 1
                 setattr(event, sent_field, now)
                 event.save(update_fields=[sent_field, "updated_at"])

@@ -1,17 +1,19 @@
 """The portal's frame: every view needs a login and a membership, roles are enforced on
 every view, the business switcher, CSRF, and the money format."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import resolve, reverse
-from django.utils import translation
+from django.utils import timezone, translation
 
 from accounts.models import ApiKey, Membership
 from accounts.portal import SESSION_BUSINESS, money
 from analytics.models import Campaign
+from events import services as events
 from integrations.models import ImportJob
 from loyalty.models import BonusAccount, LedgerEntry, LoyaltyProgram, ProgramChange, Refund
 from svoykrug import portal_urls
@@ -41,6 +43,16 @@ def world(business_a, owner, manager, cashier, buy):
         ),
         # A draft to customers at risk (no scores: sending it reaches nobody, no warehouse read).
         "campaign": Campaign.objects.create(business=business_a, min_risk=0.5, title="Кофе", text="Скидка"),
+        "event": events.create_event(
+            events.EventCreate(
+                business=business_a,
+                title="Дегустация",
+                starts_at=timezone.now() + timedelta(days=3),
+                ends_at=timezone.now() + timedelta(days=3, hours=2),
+                capacity=10,
+            ),
+            owner,
+        ),
     }
 
 
@@ -49,6 +61,7 @@ def _views(world):
     customer, purchase, api_key = world["customer"].pk, world["purchase"].pk, world["api_key"].pk
     integration, job = world["integration"].pk, world["job"].pk
     nowhere = "00000000-0000-0000-0000-000000000001"  # test and sync would call the CRM: 404 past the role check
+    event = world["event"].pk
     return [
         ("get", "/portal/crosspromo/", None, MANAGERS),
         ("get", "/portal/crosspromo/new/", None, MANAGERS),
@@ -99,6 +112,17 @@ def _views(world):
         ("get", f"/portal/campaigns/{world['campaign'].pk}/edit/", None, MANAGERS),
         ("post", f"/portal/campaigns/{world['campaign'].pk}/edit/", {}, MANAGERS),
         ("post", f"/portal/campaigns/{world['campaign'].pk}/send/", None, MANAGERS),
+        ("get", "/portal/events/", None, EVERYONE),
+        ("get", "/portal/events/new/", None, MANAGERS),
+        ("post", "/portal/events/new/", {}, MANAGERS),  # invalid: nothing is created
+        ("get", f"/portal/events/{event}/", None, EVERYONE),
+        ("get", f"/portal/events/{event}/edit/", None, MANAGERS),
+        ("post", f"/portal/events/{event}/edit/", {}, MANAGERS),  # invalid: nothing changes
+        ("post", f"/portal/events/{event}/publish/", None, MANAGERS),  # published already: refused, a message
+        ("post", "/portal/events/0/cancel/", None, MANAGERS),  # no such event: 404 past the role check
+        ("get", f"/portal/events/{event}/registrations.csv", None, MANAGERS),
+        ("get", f"/portal/events/{event}/check-in/", None, EVERYONE),
+        ("post", f"/portal/events/{event}/check-in/", {"code": "NOSUCHCODE"}, EVERYONE),  # refused: no ticket
     ]
 
 
@@ -210,6 +234,7 @@ def test_cashier_navigation_shows_only_what_a_cashier_may_open(client, login, wo
     assert 'href="/portal/customers/"' in html
     assert 'href="/portal/transactions/"' in html
     assert 'href="/portal/program/"' in html
+    assert 'href="/portal/events/"' in html  # the door's check-in is theirs too
     assert 'href="/portal/settlement/"' not in html
     assert 'href="/portal/api-keys/"' not in html
 

@@ -1,12 +1,17 @@
 """A member of business A gets 404 for every object of business B, on every portal URL that
 names an object, and nothing of B changes. Searches by B's phones and ids find nothing."""
 
+from datetime import timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from django.urls import resolve
+from django.utils import timezone
 
 from accounts.portal import SESSION_BUSINESS
+from events import services as events
+from events.models import Event, Registration
 from loyalty.models import BonusAccount, LedgerEntry, Refund, Transaction
 from svoykrug import portal_urls
 from tests.factories import ApiKeyFactory
@@ -19,9 +24,10 @@ SHARED_PHONE = "+79991110001"
 
 
 @pytest.fixture
-def b_objects(business_a, business_b, buy):
+def b_objects(business_a, business_b, owner_b, buy):
     """B's objects: a customer who bought only at B, a purchase of a customer who bought at
-    both (so the person is A's customer too), a purchase made at B's cashier, an API key."""
+    both (so the person is A's customer too), a purchase made at B's cashier, an API key;
+    B's event starting soon (its door open) with that customer's ticket, and B's proposal."""
     buy(business_a, SHARED_PHONE, "1000.00", external_id="same-id")
     shared_purchase = buy(business_b, SHARED_PHONE, "500.00", external_id="b-shared")
     only_b = buy(business_b, B_ONLY_PHONE, "300.00", external_id="same-id")  # the same external id as A's
@@ -29,6 +35,32 @@ def b_objects(business_a, business_b, buy):
         business_b, B_ONLY_PHONE, "100.00", external_id="cashier-" + "d" * 32, source=Transaction.Source.CASHIER
     )
     api_key, raw_key = ApiKeyFactory(business=business_b)
+    starts = timezone.now() + timedelta(minutes=30)
+    event = events.create_event(
+        events.EventCreate(
+            business=business_b,
+            title="Вечер у Льна",
+            starts_at=starts,
+            ends_at=starts + timedelta(hours=2),
+            capacity=10,
+            attendance_bonus=Decimal("100"),  # a check-in that got through would change the balance
+        ),
+        owner_b,
+    )
+    ticket = events.register_for_event(only_b.customer, event)
+    proposal = events.create_event(
+        events.EventCreate(
+            business=business_b,
+            title="Идея Льна",
+            starts_at=starts + timedelta(days=5),
+            ends_at=starts + timedelta(days=5, hours=2),
+            capacity=10,
+            propose=True,
+            vote_threshold=5,
+            voting_deadline=starts + timedelta(days=2),
+        ),
+        owner_b,
+    )
     return {
         "customer": only_b.customer,
         "purchase": only_b,
@@ -36,6 +68,9 @@ def b_objects(business_a, business_b, buy):
         "cashier_purchase": cashier_purchase,
         "api_key": api_key,
         "business": business_b,
+        "event": event,
+        "proposal": proposal,
+        "ticket": SimpleNamespace(pk=ticket.ticket_code),  # filled in as its code
     }
 
 
@@ -63,6 +98,14 @@ CASES = [
     ("cashier", "get", "/portal/cashier/?receipt={cashier_purchase}", None),
     ("api-key-revoke", "post", "/portal/api-keys/{api_key}/revoke/", None),
     ("switch-business", "post", "/portal/switch/", {"business": "{business}"}),
+    ("event", "get", "/portal/events/{event}/", None),
+    ("event-edit", "get", "/portal/events/{event}/edit/", None),
+    ("event-edit", "post", "/portal/events/{event}/edit/", {"title": "Чужое", "capacity": "1"}),
+    ("event-publish", "post", "/portal/events/{proposal}/publish/", None),
+    ("event-cancel", "post", "/portal/events/{event}/cancel/", None),
+    ("event-csv", "get", "/portal/events/{event}/registrations.csv", None),
+    ("event-checkin", "get", "/portal/events/{event}/check-in/", None),
+    ("event-checkin", "post", "/portal/events/{event}/check-in/", {"code": "{ticket}"}),
 ]
 
 
@@ -103,6 +146,10 @@ def test_a_member_of_a_gets_404_for_every_object_of_b(
     b_objects["api_key"].refresh_from_db()
     assert b_objects["api_key"].revoked_at is None
     assert client.session[SESSION_BUSINESS] == str(business_a.pk)
+    event = Event.objects.get(pk=b_objects["event"].pk)
+    assert (event.status, event.title, event.capacity, event.registered_count) == ("published", "Вечер у Льна", 10, 1)
+    assert Registration.objects.get(event=event).status == Registration.Status.REGISTERED
+    assert Event.objects.get(pk=b_objects["proposal"].pk).status == Event.Status.PROPOSED
 
 
 @pytest.mark.django_db

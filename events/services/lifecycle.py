@@ -198,6 +198,9 @@ def update_event(event: Event, changes: dict, *, by: User) -> Event:
         if event.starts_at <= now and set(changes) - {"ends_at", "description"}:
             raise EventNotChangeable(_("The event has started: only its end and description can change."))
         values = {name: getattr(event, name) for name in CHANGEABLE} | {"status": event.status}
+        if event.registration_deadline == event.starts_at and "registration_deadline" not in changes:
+            # Registration that ran to the start still does when the start moves.
+            values["registration_deadline"] = changes.get("starts_at", event.starts_at)
         values.update(changes)
         _validate(values, now=now, event=event)
         paid = event.registrations.filter(paid_amount__gt=0, status__in=Registration.SEATED)

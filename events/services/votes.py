@@ -5,9 +5,8 @@ production) as two counters per event, changed with atomic increments. Votes on 
 are written under the event row's lock (which also decides, once, that the threshold is
 reached), so each vote moves the counters exactly once. Missing counters are rebuilt from
 the database: a writer rebuilds them inside its transaction, where it sees its own vote; a
-reader rebuilds them from committed votes and only adds keys that are still missing, so it
-never overwrites a writer's newer figures. A write that fails after touching the counters
-drops them, and the next read rebuilds them."""
+reader takes the same lock first, so it waits for a vote in flight and counts it. A write
+that fails after touching the counters drops them, and the next read rebuilds them."""
 
 from dataclasses import dataclass
 
@@ -50,9 +49,12 @@ def vote_counts(event_id) -> dict[str, int]:
     cached = cache.get_many(keys.values())
     if len(cached) == len(keys):
         return {choice: cached[key] for choice, key in keys.items()}
-    counts = _count_in_database(event_id)
-    for choice, key in keys.items():
-        cache.add(key, counts[choice], timeout=None)
+    with transaction.atomic():
+        # Wait for a vote in flight (it holds the event's lock until it commits), so the count
+        # read next includes it; then no vote can be half-way and the figures may be set.
+        Event.objects.select_for_update(of=("self",)).filter(pk=event_id).first()
+        counts = _count_in_database(event_id)
+        cache.set_many({key: counts[choice] for choice, key in keys.items()}, timeout=None)
     return counts
 
 

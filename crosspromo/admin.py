@@ -16,19 +16,7 @@ from django.utils.translation import ngettext
 from accounts.phones import InvalidPhone, normalize_phone
 from crosspromo import services
 from crosspromo.models import Coupon, CrossPromoChain, Referral, ReferralCode, normalize_code
-
-
-class ReadOnlyAdminMixin:
-    """Staff may look, never add, change or delete: these rows are written by services only."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from svoykrug.admin import ReadOnlyAdminMixin
 
 
 class ExactSearchMixin:

@@ -6,7 +6,6 @@ the counters its limits are checked against (under its row lock, see
 crosspromo.services.coupons), so a limit holds however many purchases race for it.
 """
 
-import secrets
 from decimal import Decimal
 
 from django.conf import settings
@@ -16,26 +15,23 @@ from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Business
+from svoykrug import codes
 
 MONEY = {"max_digits": 12, "decimal_places": 2}
 ZERO = Decimal("0.00")
 
-# Coupon codes are typed by cashiers: no 0/O, 1/I/L, 2/Z, 5/S, 8/B look-alikes.
-CODE_ALPHABET = "34679ACDEFGHJKMNPQRTUVWXY"
+# Coupon codes are typed by cashiers: the alphabet has no look-alikes (svoykrug.codes).
 CODE_LENGTH = 8  # 25^8 ≈ 1.5e11 codes
 QR_PREFIX = "SVOYKRUG:COUPON:"
 
 
 def new_coupon_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    return codes.random_code(CODE_LENGTH)
 
 
 def normalize_code(text: str) -> str:
     """A code as typed or scanned: case, spaces, dashes and the QR prefix do not matter."""
-    code = (text or "").strip().upper()
-    if code.startswith(QR_PREFIX):
-        code = code[len(QR_PREFIX) :]
-    return code.replace(" ", "").replace("-", "")
+    return codes.normalize_code(text, qr_prefix=QR_PREFIX)
 
 
 class CrossPromoChain(models.Model):

@@ -13,19 +13,9 @@ from django.utils.translation import ngettext
 
 from events import services
 from events.models import Event, Registration, Vote, normalize_ticket
+from svoykrug.admin import ReadOnlyAdminMixin
 
 RegStatus = Registration.Status
-
-
-class ReadOnlyAdminMixin:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Event)
@@ -111,33 +101,29 @@ class EventAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Publish the selected proposals"))
     def publish_selected(self, request, queryset):
-        done = 0
-        for event in queryset:
-            try:
-                services.publish_event(event, by=request.user)
-            except services.EventNotChangeable as exc:
-                self.message_user(request, f"{event}: {exc.message}", messages.WARNING)
-            else:
-                done += 1
+        done = self._apply(request, queryset, services.publish_event)
         if done:
-            self.message_user(
-                request, ngettext("%(count)d event published.", "%(count)d events published.", done) % {"count": done}
-            )
+            message = ngettext("%(count)d event published.", "%(count)d events published.", done)
+            self.message_user(request, message % {"count": done})
 
     @admin.action(description=_("Cancel the selected events (tickets refunded, customers told)"))
     def cancel_selected(self, request, queryset):
+        done = self._apply(request, queryset, services.cancel_event)
+        if done:
+            message = ngettext("%(count)d event cancelled.", "%(count)d events cancelled.", done)
+            self.message_user(request, message % {"count": done})
+
+    def _apply(self, request, queryset, change) -> int:
+        """Run a service change on each event; a refusal is reported for that event only."""
         done = 0
         for event in queryset:
             try:
-                services.cancel_event(event, by=request.user)
+                change(event, by=request.user)
             except services.EventNotChangeable as exc:
                 self.message_user(request, f"{event}: {exc.message}", messages.WARNING)
             else:
                 done += 1
-        if done:
-            self.message_user(
-                request, ngettext("%(count)d event cancelled.", "%(count)d events cancelled.", done) % {"count": done}
-            )
+        return done
 
 
 @admin.register(Registration)

@@ -6,7 +6,6 @@ lock (see events.services), so the count can be trusted however many customers r
 last seat; a constraint says it never passes the capacity.
 """
 
-import secrets
 from decimal import Decimal
 
 from django.conf import settings
@@ -16,26 +15,24 @@ from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Business
+from svoykrug import codes
 
 MONEY = {"max_digits": 12, "decimal_places": 2}
 ZERO = Decimal("0.00")
 
-# Ticket codes are read by scanners and, now and then, typed by a cashier: no look-alikes.
-TICKET_ALPHABET = "34679ACDEFGHJKMNPQRTUVWXY"
+# Ticket codes are read by scanners and, now and then, typed by a cashier: the alphabet has
+# no look-alikes (svoykrug.codes).
 TICKET_LENGTH = 10  # 25^10 ≈ 9.5e13 codes
 TICKET_QR_PREFIX = "SVOYKRUG:TICKET:"
 
 
 def new_ticket_code() -> str:
-    return "".join(secrets.choice(TICKET_ALPHABET) for _ in range(TICKET_LENGTH))
+    return codes.random_code(TICKET_LENGTH)
 
 
 def normalize_ticket(text: str) -> str:
     """A ticket code as typed or scanned: case, spaces, dashes and the QR prefix do not matter."""
-    code = (text or "").strip().upper()
-    if code.startswith(TICKET_QR_PREFIX):
-        code = code[len(TICKET_QR_PREFIX) :]
-    return code.replace(" ", "").replace("-", "")
+    return codes.normalize_code(text, qr_prefix=TICKET_QR_PREFIX)
 
 
 class Event(models.Model):

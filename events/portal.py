@@ -336,22 +336,29 @@ def event_edit(request, event_id):
     return render(request, "portal/events/form.html", {"form": form, "event": event}, status=status)
 
 
-@require_POST
-@portal_view(roles=MANAGING_ROLES)
-def event_publish(request, event_id):
-    """Publish a proposal without waiting for the votes."""
+def _host_change(request, event_id, change, done: str):
+    """Run a host's change (`services.publish_event`, `services.cancel_event`) on the event and
+    come back to its page with what happened."""
     event = _event_or_404(request, event_id)
     if not _may_manage(request, event):
         return _not_allowed(request, event)
     try:
-        services.publish_event(event, by=request.user)
+        change(event, by=request.user)
     except services.NotAllowed:
         return _not_allowed(request, event)
     except DomainError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, gettext("The event is published: customers can register; those who voted are told."))
+        messages.success(request, done)
     return redirect("portal:event", event_id=event.pk)
+
+
+@require_POST
+@portal_view(roles=MANAGING_ROLES)
+def event_publish(request, event_id):
+    """Publish a proposal without waiting for the votes."""
+    done = gettext("The event is published: customers can register; those who voted are told.")
+    return _host_change(request, event_id, services.publish_event, done)
 
 
 @require_POST
@@ -359,21 +366,8 @@ def event_publish(request, event_id):
 def event_cancel(request, event_id):
     """Call the event off: every seat and waitlist place is cancelled, tickets' bonuses are
     returned in full and every customer is told."""
-    event = _event_or_404(request, event_id)
-    if not _may_manage(request, event):
-        return _not_allowed(request, event)
-    try:
-        services.cancel_event(event, by=request.user)
-    except services.NotAllowed:
-        return _not_allowed(request, event)
-    except DomainError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(
-            request,
-            gettext("The event is cancelled: every registered customer gets the ticket's bonuses back and is told."),
-        )
-    return redirect("portal:event", event_id=event.pk)
+    done = gettext("The event is cancelled: every registered customer gets the ticket's bonuses back and is told.")
+    return _host_change(request, event_id, services.cancel_event, done)
 
 
 # --- An event ----------------------------------------------------------------------------------

@@ -16,42 +16,21 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
-from accounts.models import Membership
 from events import services
 from events.models import Event, Registration, Vote
 from loyalty import services as loyalty
 from loyalty.models import BonusAccount, LedgerEntry
 from loyalty.selectors import ledger_mismatches
-from tests.factories import BusinessFactory, LoyaltyProgramFactory, MembershipFactory, UserFactory
+from tests.factories import UserFactory
+from tests.parallel import run_parallel
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 RegStatus = Registration.Status
 
-# PostgreSQL's default max_connections is 100; the workers stay well below it.
-WORKERS = 40
-
 
 def D(value) -> Decimal:
     return Decimal(str(value))
-
-
-def run_parallel(count, action):
-    """Run action(i) for i in range(count) on WORKERS threads, released together."""
-    start = threading.Barrier(min(count, WORKERS))
-
-    def run(index):
-        if index < WORKERS:
-            start.wait()
-        try:
-            return action(index)
-        except Exception as exc:  # each outcome is what the test counts
-            return exc
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        return list(pool.map(run, range(count)))
 
 
 def unexpected(outcomes, *expected_errors):
@@ -97,38 +76,6 @@ def hold_then_race(holder, challenger):
         first = pool.submit(run, lambda: holder(holding), False)
         second = pool.submit(run, challenger, True)
         return first.result(), second.result()
-
-
-@pytest.fixture
-def host(tiers):
-    return LoyaltyProgramFactory(business=BusinessFactory(name="Кофейня", slug="host")).business
-
-
-@pytest.fixture
-def manager(host):
-    return MembershipFactory(business=host, role=Membership.Role.MANAGER).user
-
-
-@pytest.fixture
-def cashier(host):
-    return MembershipFactory(business=host, role=Membership.Role.CASHIER).user
-
-
-@pytest.fixture
-def make_event(host, manager):
-    def make(**overrides):
-        starts = overrides.pop("starts_at", timezone.now() + timedelta(days=3))
-        values = {
-            "business": host,
-            "title": "Tasting",
-            "starts_at": starts,
-            "ends_at": starts + timedelta(hours=2),
-            "capacity": 10,
-        }
-        values.update(overrides)
-        return services.create_event(services.EventCreate(**values), manager)
-
-    return make
 
 
 def people(count, balance=None):

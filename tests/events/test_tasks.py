@@ -11,43 +11,14 @@ import time_machine
 from django.conf import settings
 from django.utils import timezone
 
-from accounts.models import Membership
 from events import services, tasks
 from events.models import Event, Registration
 from notifications.models import Device, NotificationLog
-from tests.factories import BusinessFactory, LoyaltyProgramFactory, MembershipFactory, UserFactory
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
 RegStatus = Registration.Status
-
-
-@pytest.fixture
-def host(tiers):
-    business = BusinessFactory(name="Кофейня", slug="cafe", address="ул. Ленина, 1")
-    return LoyaltyProgramFactory(business=business).business
-
-
-@pytest.fixture
-def manager(host):
-    return MembershipFactory(business=host, role=Membership.Role.MANAGER).user
-
-
-@pytest.fixture
-def make_event(host, manager):
-    def make(**overrides):
-        starts = overrides.pop("starts_at", timezone.now() + timedelta(days=3))
-        values = {
-            "business": host,
-            "title": "Tasting",
-            "starts_at": starts,
-            "ends_at": starts + timedelta(hours=2),
-            "capacity": 10,
-        }
-        values.update(overrides)
-        return services.create_event(services.EventCreate(**values), manager)
-
-    return make
 
 
 @pytest.fixture

@@ -1,40 +1,17 @@
 """Money under parallel load, on PostgreSQL with real connections (one per thread)."""
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from loyalty import services
 from loyalty.models import BonusAccount, LedgerEntry, Transaction
 from loyalty.selectors import ledger_mismatches
 from svoykrug.exceptions import DomainError
 from tests.factories import ApiKeyFactory, BusinessFactory, LoyaltyProgramFactory, UserFactory
+from tests.parallel import run_parallel
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-# PostgreSQL's default max_connections is 100; the workers stay well below it.
-WORKERS = 40
-
-
-def run_parallel(count, action):
-    """Run action(i) for i in range(count) on WORKERS threads, released together."""
-    start = threading.Barrier(min(count, WORKERS))
-
-    def run(index):
-        if index < WORKERS:
-            start.wait()
-        try:
-            return action(index)
-        except Exception as exc:  # each outcome is what the test counts
-            return exc
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        return list(pool.map(run, range(count)))
 
 
 @pytest.fixture

@@ -170,9 +170,26 @@ def portal_view(roles=ALL_ROLES):
 class PortalForm(forms.Form):
     """A portal form: labels stand above their fields, without a colon."""
 
+    # A service's names for the inputs it finds at fault, where they differ from the form's
+    # (None: not a field of the form).
+    SERVICE_FIELDS: dict[str, str | None] = {}
+
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
+
+    def add_service_error(self, message, fields: dict | None) -> None:
+        """Show a service's refusal: each problem under the field it names, or the message
+        above the form when it names none of the form's fields."""
+        placed = False
+        for name, problems in (fields or {}).items():
+            field = self.SERVICE_FIELDS.get(name, name)
+            if field in self.fields:
+                for problem in problems:
+                    self.add_error(field, problem)
+                placed = True
+        if not placed:
+            self.add_error(None, message)
 
 
 # --- Login ----------------------------------------------------------------------------------

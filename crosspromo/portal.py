@@ -218,15 +218,7 @@ class ChainForm(PortalForm):
         )
 
     def add_chain_error(self, exc: ChainError) -> None:
-        placed = False
-        for name, problems in exc.fields.items():
-            field = self.SERVICE_FIELDS.get(name, name)
-            if field in self.fields:
-                for problem in problems:
-                    self.add_error(field, problem)
-                placed = True
-        if not placed:
-            self.add_error(None, exc.message)
+        self.add_service_error(exc.message, exc.fields)
 
 
 def _preselected(request) -> dict:

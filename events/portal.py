@@ -252,15 +252,7 @@ class EventForm(PortalForm):
         return changes
 
     def add_event_error(self, exc: services.InvalidEvent) -> None:
-        placed = False
-        for name, problems in (exc.fields or {}).items():
-            field = self.SERVICE_FIELDS.get(name, name)
-            if field in self.fields:
-                for problem in problems:
-                    self.add_error(field, problem)
-                placed = True
-        if not placed:
-            self.add_error(None, exc.message)
+        self.add_service_error(exc.message, exc.fields)
 
 
 # --- A new event and its changes -------------------------------------------------------------

@@ -32,6 +32,19 @@ BUSINESSES = [
         "39.880500",
     ),
     ("volga-bistro", "Бистро «Волга»", Business.Category.RESTAURANT, "Волжская наб., 15", "57.629700", "39.901200"),
+    ("kolos-bakery", "Пекарня «Колос»", Business.Category.CAFE, "ул. Победы, 18", "57.624000", "39.887000"),
+    ("britva-barber", "Барбершоп «Бритва»", Business.Category.BEAUTY, "ул. Собинова, 40", "57.630000", "39.870000"),
+    ("umka-kids", "Детский центр «Умка»", Business.Category.EDUCATION, "Московский пр., 90", "57.610000", "39.850000"),
+    ("romashka-flowers", "Цветы «Ромашка»", Business.Category.SHOP, "ул. Чкалова, 2", "57.635000", "39.865000"),
+    ("energy-fitness", "Фитнес-клуб «Энергия»", Business.Category.FITNESS, "пр. Октября, 55", "57.640000", "39.855000"),
+    (
+        "svezhest-cleaning",
+        "Химчистка «Свежесть»",
+        Business.Category.SERVICES,
+        "ул. Урицкого, 9",
+        "57.615000",
+        "39.880000",
+    ),
 ]
 
 FIRST_NAMES = ["Анна", "Мария", "Елена", "Ольга", "Дарья", "Иван", "Алексей", "Дмитрий", "Сергей", "Никита"]
@@ -49,7 +62,7 @@ LAST_NAMES = [
 ]
 
 ADMIN_PHONE_DEFAULT = "+79990000001"
-CUSTOMER_COUNT = 300
+CUSTOMER_COUNT = 2500
 
 
 def staff_phone(business_index: int, role_index: int) -> str:

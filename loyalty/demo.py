@@ -20,14 +20,15 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
+from tqdm import tqdm
 
 from accounts.models import Business, Membership, User
 from loyalty import services
 from loyalty.models import BonusAccount, StatusTier, Transaction
 from loyalty.money import ZERO, round_down
 
-PURCHASE_COUNT = 3500
-HISTORY_DAYS = 300  # about ten months, well inside LOYALTY_MAX_BACKDATE_DAYS
+PURCHASE_COUNT = 12000
+HISTORY_DAYS = 364  # a year, just inside LOYALTY_MAX_BACKDATE_DAYS
 SEED = 20261127
 EXTERNAL_ID_PREFIX = "demo-"
 
@@ -80,6 +81,54 @@ PROGRAMS = {
         "hold_days": 0,
         "welcome_bonus": Decimal("0.00"),
         "birthday_bonus": Decimal("400.00"),
+    },
+    "kolos-bakery": {
+        "accrual_rate": Decimal("5.00"),
+        "max_redeem_share": Decimal("50.00"),
+        "bonus_lifetime_days": 90,
+        "hold_days": 0,
+        "welcome_bonus": Decimal("50.00"),
+        "birthday_bonus": Decimal("100.00"),
+    },
+    "britva-barber": {
+        "accrual_rate": Decimal("8.00"),
+        "max_redeem_share": Decimal("30.00"),
+        "bonus_lifetime_days": 180,
+        "hold_days": 0,
+        "welcome_bonus": Decimal("200.00"),
+        "birthday_bonus": Decimal("300.00"),
+    },
+    "umka-kids": {
+        "accrual_rate": Decimal("3.00"),
+        "max_redeem_share": Decimal("15.00"),
+        "bonus_lifetime_days": 365,
+        "hold_days": 7,
+        "welcome_bonus": Decimal("300.00"),
+        "birthday_bonus": Decimal("0.00"),
+    },
+    "romashka-flowers": {
+        "accrual_rate": Decimal("6.00"),
+        "max_redeem_share": Decimal("40.00"),
+        "bonus_lifetime_days": 180,
+        "hold_days": 0,
+        "welcome_bonus": Decimal("100.00"),
+        "birthday_bonus": Decimal("500.00"),
+    },
+    "energy-fitness": {
+        "accrual_rate": Decimal("5.00"),
+        "max_redeem_share": Decimal("20.00"),
+        "bonus_lifetime_days": 365,
+        "hold_days": 3,
+        "welcome_bonus": Decimal("500.00"),
+        "birthday_bonus": Decimal("0.00"),
+    },
+    "svezhest-cleaning": {
+        "accrual_rate": Decimal("4.00"),
+        "max_redeem_share": Decimal("50.00"),
+        "bonus_lifetime_days": 120,
+        "hold_days": 0,
+        "welcome_bonus": Decimal("0.00"),
+        "birthday_bonus": Decimal("0.00"),
     },
 }
 # Later changes by the business's owner, so the portal's history shows more than the launch.
@@ -338,7 +387,8 @@ def _record(plan: list[Planned]) -> None:
     }
     todays: dict[str, tuple[zoneinfo.ZoneInfo, date]] = {}
     bought: set = set()
-    for item in plan:
+    # A progress bar on a terminal (`make run`); silent when the output is not one (tests, CI).
+    for item in tqdm(plan, desc="Purchases", unit=" purchases", disable=None, leave=False):
         business = item.business
         if business.time_zone not in todays:
             zone = zoneinfo.ZoneInfo(business.time_zone)

@@ -89,8 +89,8 @@ def program(request):
     return _program_page(request, ProgramForm(instance=_current_program(request.business)))
 
 
+@portal_view(roles=MANAGING_ROLES)  # first: a visitor is sent to log in, a cashier sees "not allowed"
 @require_POST
-@portal_view(roles=MANAGING_ROLES)
 def program_update(request):
     form = ProgramForm(request.POST, instance=_current_program(request.business))
     if form.is_valid():

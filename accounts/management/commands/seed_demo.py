@@ -88,6 +88,13 @@ class Command(BaseCommand):
         churn = analytics["churn"]
         scored = f"{churn['scored']} churn scores" if churn["scored"] else f"no churn scores ({churn['problem']})"
         self.stdout.write(f"  Analytics: {analytics['exported']} rows exported to the warehouse; {scored}.")
-        self.stdout.write(f"  Admin login:     phone {result['admin'].phone}  password {settings.DEMO_ADMIN_PASSWORD}")
-        self.stdout.write(f"  Partner owner:   phone {staff_phone(1, 1)} ({result['businesses'][0].name})")
-        self.stdout.write(f"  Customer:        phone {customer_phone(1)} (log in with an SMS code; see the server log)")
+        first = result["businesses"][0].name
+        self.stdout.write("")
+        self.stdout.write(f"  Staff (admin):   phone {result['admin'].phone}  password {settings.DEMO_ADMIN_PASSWORD}")
+        self.stdout.write(f"  Partner owner:   phone {staff_phone(1, 1)} ({first})")
+        self.stdout.write(f"  Partner cashier: phone {staff_phone(1, 3)} ({first})")
+        self.stdout.write(f"  Customer:        phone {customer_phone(1)} (the mobile API)")
+        self.stdout.write(
+            "  The portal and the app log in by phone and SMS code: the code is printed in the server's log "
+            "(the console SMS backend)."
+        )

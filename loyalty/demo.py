@@ -27,7 +27,7 @@ from loyalty import services
 from loyalty.models import BonusAccount, StatusTier, Transaction
 from loyalty.money import ZERO, round_down
 
-PURCHASE_COUNT = 12000
+PURCHASE_COUNT = 8000
 HISTORY_DAYS = 364  # a year, just inside LOYALTY_MAX_BACKDATE_DAYS
 SEED = 20261127
 EXTERNAL_ID_PREFIX = "demo-"

@@ -9,8 +9,10 @@ queued message through its channel, outside any lock, and records the outcome.
 The catalogue's functions keep their names: `send_push`, `send_sms`, `send_email`.
 """
 
+import contextlib
 import logging
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
@@ -281,10 +283,27 @@ def _log(user, channel, recipient, kind, event_key, *, status=Status.QUEUED, rea
         return None
 
 
+_muted: ContextVar[bool] = ContextVar("notifications_muted", default=False)
+
+
+@contextlib.contextmanager
+def muted():
+    """Within this block, events queue no messages to customers: for bulk loads of data that
+    did not just happen to anyone (the demo circle), where a message would be noise."""
+    token = _muted.set(True)
+    try:
+        yield
+    finally:
+        _muted.reset(token)
+
+
 def notify_after_commit(*, user_id, messages: list[tuple[str, dict]], event_key: str) -> None:
     """Notify about one event once the current transaction commits, in one task: a
     notification never slows, blocks or fails the write that caused it. `messages` are
-    (kind, context) pairs; contexts must be JSON (amounts as strings)."""
+    (kind, context) pairs; contexts must be JSON (amounts as strings). Nothing is queued
+    inside `muted()`."""
+    if _muted.get():
+        return
 
     def enqueue():
         from notifications.tasks import notify_event

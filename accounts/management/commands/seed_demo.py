@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
 
 from accounts.demo import CUSTOMER_COUNT, customer_phone, seed_accounts, staff_phone
 from accounts.models import Business, Membership, User
@@ -11,6 +12,7 @@ from events.demo import seed_events
 from integrations.demo import seed_integrations
 from loyalty.demo import PURCHASE_COUNT, seed_loyalty
 from notifications.demo import seed_notifications
+from notifications.services import muted
 
 
 class Command(BaseCommand):
@@ -39,25 +41,42 @@ class Command(BaseCommand):
     def handle(self, *args, force=False, customers=CUSTOMER_COUNT, purchases=PURCHASE_COUNT, **options):
         if not settings.DEBUG and not force:
             raise CommandError("seed_demo creates an admin with a known password; with DJANGO_DEBUG off, pass --force.")
+        # One bar over the stages on a terminal (the purchases have their own); silent elsewhere.
+        stages = tqdm(total=7, desc="Demo circle", unit=" stages", disable=None)
+
+        def stage(name: str):
+            stages.set_postfix_str(name)
+            stages.update()
+
+        stage("people")
         result = seed_accounts(
             admin_phone=settings.DEMO_ADMIN_PHONE,
             admin_password=settings.DEMO_ADMIN_PASSWORD,
             customer_count=customers,
         )
-        try:
-            loyalty = seed_loyalty(
-                admin=result["admin"],
-                businesses=result["businesses"],
-                customers=result["customers"],
-                purchases=purchases,
-            )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
-        notifications = seed_notifications(result["customers"])
-        integrations = seed_integrations()
-        crosspromo = seed_crosspromo(result["businesses"], [customer.phone for customer in result["customers"]])
-        events = seed_events(result["businesses"], result["customers"])
+        # The demo's history happened to nobody: it sends no push, SMS or email.
+        with muted():
+            stage("purchases")
+            try:
+                loyalty = seed_loyalty(
+                    admin=result["admin"],
+                    businesses=result["businesses"],
+                    customers=result["customers"],
+                    purchases=purchases,
+                )
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
+            stage("notifications")
+            notifications = seed_notifications(result["customers"])
+            stage("integrations")
+            integrations = seed_integrations()
+            stage("cross-promo")
+            crosspromo = seed_crosspromo(result["businesses"], [customer.phone for customer in result["customers"]])
+            stage("events")
+            events = seed_events(result["businesses"], result["customers"])
+        stage("warehouse and churn model")
         analytics = seed_analytics()
+        stages.close()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo circle ready: {Business.objects.count()} businesses, "

@@ -8,17 +8,22 @@ the database: a writer rebuilds them inside its transaction, where it sees its o
 reader takes the same lock first, so it waits for a vote in flight and counts it. A write
 that fails after touching the counters drops them, and the next read rebuilds them."""
 
+import contextlib
+import logging
 from dataclasses import dataclass
 
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from redis import RedisError
 
 from accounts.models import User
 from events.models import Event, Vote
 from events.services.errors import InvalidEvent, VotingClosed
 from events.services.lifecycle import _publish
+
+logger = logging.getLogger(__name__)
 
 CHOICES = Vote.Choice.values
 
@@ -44,9 +49,14 @@ def _count_in_database(event_id) -> dict[str, int]:
 
 
 def vote_counts(event_id) -> dict[str, int]:
-    """{"up": n, "down": m} of an event, from the cache or rebuilt from the database."""
+    """{"up": n, "down": m} of an event, from the cache or rebuilt from the database (and
+    from the database alone while the cache is unreachable)."""
     keys = _keys(event_id)
-    cached = cache.get_many(keys.values())
+    try:
+        cached = cache.get_many(keys.values())
+    except RedisError:
+        logger.warning("Vote counts of event %s read from the database: the cache is unreachable", event_id)
+        return _count_in_database(event_id)
     if len(cached) == len(keys):
         return {choice: cached[key] for choice, key in keys.items()}
     with transaction.atomic():
@@ -54,12 +64,14 @@ def vote_counts(event_id) -> dict[str, int]:
         # read next includes it; then no vote can be half-way and the figures may be set.
         Event.objects.select_for_update(of=("self",)).filter(pk=event_id).first()
         counts = _count_in_database(event_id)
-        cache.set_many({key: counts[choice] for choice, key in keys.items()}, timeout=None)
+        with contextlib.suppress(RedisError):
+            cache.set_many({key: counts[choice] for choice, key in keys.items()}, timeout=None)
     return counts
 
 
 def forget_vote_counts(event_id) -> None:
-    cache.delete_many(list(_keys(event_id).values()))
+    with contextlib.suppress(RedisError):
+        cache.delete_many(list(_keys(event_id).values()))
 
 
 def _move_counters(event_id, deltas: dict[str, int]) -> dict[str, int]:
@@ -77,6 +89,10 @@ def _move_counters(event_id, deltas: dict[str, int]) -> dict[str, int]:
         counts = _count_in_database(event_id)
         cache.set_many({key: counts[choice] for choice, key in keys.items()}, timeout=None)
         return counts
+    except RedisError:  # the vote still counts; the counters are rebuilt when the cache is back
+        logger.warning("Vote counters of event %s not moved: the cache is unreachable", event_id)
+        forget_vote_counts(event_id)
+        return _count_in_database(event_id)
 
 
 def process_vote(user: User, event: Event, vote: str) -> VoteResult:

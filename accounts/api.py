@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from accounts import services
 from accounts.models import User
+from svoykrug.throttling import OtpRequestThrottle, OtpVerifyThrottle
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -82,6 +83,7 @@ class TokenPairSerializer(serializers.Serializer):
 class OtpRequestView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
+    throttle_classes = [OtpRequestThrottle]
 
     @extend_schema(
         tags=["auth"],
@@ -91,7 +93,10 @@ class OtpRequestView(APIView):
             201: OtpChallengeSerializer,
             400: error_response("Invalid phone, or a country we do not send SMS to"),
             429: error_response("Too soon or too many codes; see Retry-After"),
-            503: error_response("The SMS provider is unavailable"),
+            503: error_response(
+                "sms_unavailable (the SMS provider failed), or service_unavailable (the code store is down; "
+                "see Retry-After)"
+            ),
         },
     )
     def post(self, request):
@@ -104,6 +109,7 @@ class OtpRequestView(APIView):
 class OtpVerifyView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
+    throttle_classes = [OtpVerifyThrottle]
 
     @extend_schema(
         tags=["auth"],
@@ -116,6 +122,7 @@ class OtpVerifyView(APIView):
                 "or referral_code_unknown (field referral_code; checked first, the SMS code is not used up)"
             ),
             403: error_response("The account is disabled"),
+            429: error_response("rate_limited: too many tries from this address; see Retry-After"),
         },
     )
     def post(self, request):
@@ -149,7 +156,11 @@ class TokenRefreshView(APIView):
         tags=["auth"],
         summary="Trade a refresh token for a new pair (the old refresh token stops working)",
         request=RefreshSerializer,
-        responses={200: TokenPairSerializer, 401: error_response("Invalid, expired or already used refresh token")},
+        responses={
+            200: TokenPairSerializer,
+            400: error_response("No refresh token given"),
+            401: error_response("Invalid, expired or already used refresh token"),
+        },
     )
     def post(self, request):
         serializer = RefreshSerializer(data=request.data)
@@ -163,7 +174,11 @@ class LogoutView(APIView):
         tags=["auth"],
         summary="Log out this device: revoke its refresh token",
         request=RefreshSerializer,
-        responses={204: None, 401: error_response("Not logged in, or the token is not this user's")},
+        responses={
+            204: None,
+            400: error_response("No refresh token given"),
+            401: error_response("Not logged in, or the token is not this user's"),
+        },
     )
     def post(self, request):
         serializer = RefreshSerializer(data=request.data)
@@ -212,7 +227,11 @@ class ProfileSerializer(serializers.ModelSerializer):
 
 
 class MeView(APIView):
-    @extend_schema(tags=["profile"], summary="The customer's profile", responses={200: ProfileSerializer})
+    @extend_schema(
+        tags=["profile"],
+        summary="The customer's profile",
+        responses={200: ProfileSerializer, 401: error_response("Not logged in")},
+    )
     def get(self, request):
         return Response(ProfileSerializer(request.user).data)
 
@@ -220,7 +239,7 @@ class MeView(APIView):
         tags=["profile"],
         summary="Change the profile (name, email, birth date, marketing consent)",
         request=ProfileSerializer,
-        responses={200: ProfileSerializer, 400: error_response("Invalid fields")},
+        responses={200: ProfileSerializer, 400: error_response("Invalid fields"), 401: error_response("Not logged in")},
     )
     def patch(self, request):
         serializer = ProfileSerializer(request.user, data=request.data, partial=True)
@@ -231,7 +250,7 @@ class MeView(APIView):
     @extend_schema(
         tags=["profile"],
         summary="Close the account: personal data is wiped, tokens revoked, purchase records kept",
-        responses={204: None},
+        responses={204: None, 401: error_response("Not logged in")},
     )
     def delete(self, request):
         services.close_account(user=request.user)

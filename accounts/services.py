@@ -7,9 +7,14 @@ Codes live only in the cache (Redis in production), as an HMAC of the code keyed
 project's secret. Every state change of a code is an atomic cache operation (`add`,
 `incr`), so the rules hold across processes: at most OTP_MAX_ATTEMPTS guesses are ever
 compared, and one right code logs in once.
+
+Without the cache nobody logs in: a code cannot be stored, counted or used up, so every
+login step answers 503 `service_unavailable` with a Retry-After (fail closed) rather than
+a 500, while everything that does not need a code (tokens, purchases, balances) works on.
 """
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
@@ -74,6 +79,20 @@ class SmsNotSent(DomainError):
     code = "sms_unavailable"
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     message = _("We could not send the SMS right now. Try again in a minute.")
+
+
+class LoginUnavailable(DomainError):
+    """The code store (the cache: Redis in production) does not answer: no code can be
+    issued or checked, so the login is refused until it is back."""
+
+    code = "service_unavailable"
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    message = _("Login is unavailable for a moment. Try again in a minute.")
+
+    def __init__(self, message=None, *, retry_after: int | None = None):
+        retry_after = max(1, int(retry_after or getattr(settings, "OTP_UNAVAILABLE_RETRY_AFTER_SECONDS", 30)))
+        super().__init__(message, extra={"retry_after": retry_after}, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
 
 
 class PhoneUnreachable(DomainError):
@@ -158,6 +177,31 @@ _PHONE_DAY_KEY = "otp:phone-day:{phone}"
 _CLIENT_HOUR_KEY = "otp:client-hour:{client}"
 
 
+def _cache_errors() -> tuple[type[Exception], ...]:
+    """What the cache raises when it cannot be reached (Django's Redis backend passes
+    redis-py's errors on)."""
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # no Redis client installed: the local-memory cache does not fail
+        return ()
+    return (RedisError,)
+
+
+def _needs_the_code_store(function):
+    """Fail closed when the cache is down: the login step answers 503 LoginUnavailable,
+    never a 500 and never a login, whichever cache call failed."""
+
+    @functools.wraps(function)
+    def guarded(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except _cache_errors() as exc:
+            logger.error("Login refused: the code store (cache) does not answer: %s", exc)
+            raise LoginUnavailable() from exc
+
+    return guarded
+
+
 def _code_hash(code_id: str, code: str) -> str:
     key = hashlib.sha256(f"otp:{settings.SECRET_KEY}".encode()).digest()
     return hmac.new(key, f"{code_id}:{code}".encode(), hashlib.sha256).hexdigest()
@@ -214,13 +258,15 @@ def client_ip(request) -> str:
     return remote
 
 
+@_needs_the_code_store
 def send_otp_code(phone: str, *, client: str = "unknown") -> OtpChallenge:
     """Send a one-time login code by SMS to `phone` and return the id to verify it with.
 
     The answer is the same whether or not the phone has an account. Refused with a 400
     before any SMS for invalid numbers and countries outside OTP_ALLOWED_COUNTRIES; with a
     429 and Retry-After within OTP_RESEND_COOLDOWN_SECONDS of the last code, past
-    OTP_MAX_PER_PHONE_PER_DAY codes per phone or OTP_MAX_PER_IP_PER_HOUR per client."""
+    OTP_MAX_PER_PHONE_PER_DAY codes per phone or OTP_MAX_PER_IP_PER_HOUR per client; with a
+    503 LoginUnavailable while the cache is down (no SMS is sent then)."""
     phone = normalize_phone(phone)
     review_code = _review_code(phone)
     if review_code is None and phone_region(phone) not in settings.OTP_ALLOWED_COUNTRIES:
@@ -288,6 +334,7 @@ def _deliver_code(*, phone: str, code: str, code_id: str) -> None:
         raise SmsNotSent() from exc
 
 
+@_needs_the_code_store
 def _check_code(code_id: str, code: str) -> str:
     """Check a code and consume it; return the phone it was sent to, or raise why not."""
     if not isinstance(code_id, str) or not code_id.isalnum() or len(code_id) > 64:

@@ -274,15 +274,32 @@ def aggregate_transactions_to_clickhouse(since: datetime | None = None) -> int:
     """The catalogue's export: partners, purchases and ledger entries changed since `since`
     (default: each stream's watermark less the overlap). Returns the purchase and ledger rows
     exported. One run at a time per deployment (a cache lock); a run that finds another
-    going returns 0."""
+    going returns 0.
+
+    With the warehouse down a run raises WarehouseError: no watermark moves, each stream
+    shows the error (admin), and the next run after the warehouse is back exports all that
+    was missed."""
     lock = "warehouse-export"
     if not cache.add(lock, 1, timeout=15 * 60):
         return 0
     try:
-        export_businesses()
+        try:
+            export_businesses()
+        except WarehouseError as exc:
+            _record_failure(exc)
+            raise
         return sum(export_stream(stream, since) for stream in STREAMS)
     finally:
         cache.delete(lock)
+
+
+def _record_failure(exc: WarehouseError) -> None:
+    """A run that failed before its streams: each stream shows the error, its watermark kept."""
+    for stream in STREAMS:
+        ExportState.objects.get_or_create(name=stream.name)
+    ExportState.objects.filter(name__in=[stream.name for stream in STREAMS]).update(
+        last_error=str(exc)[:2000], last_run_at=timezone.now()
+    )
 
 
 def export_lag_seconds() -> float | None:

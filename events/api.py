@@ -10,7 +10,7 @@ exactly like one that does not exist.
 
 import math
 import zoneinfo
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from django.conf import settings
@@ -385,6 +385,23 @@ class EventQuerySerializer(serializers.Serializer):
             max=settings.EVENTS_NEAR_MAX_RADIUS_KM,
         ),
     )
+
+    # The dates a filter may name: year 1 or 9999 would overflow when read as instants in the circle's zone.
+    EARLIEST_DATE, LATEST_DATE = date(2000, 1, 1), date(2999, 12, 31)
+
+    def _date_in_range(self, value: date) -> date:
+        if not self.EARLIEST_DATE <= value <= self.LATEST_DATE:
+            raise serializers.ValidationError(
+                _("Give a date from %(first)s to %(last)s.")
+                % {"first": self.EARLIEST_DATE.isoformat(), "last": self.LATEST_DATE.isoformat()}
+            )
+        return value
+
+    def validate_date_from(self, value: date) -> date:
+        return self._date_in_range(value)
+
+    def validate_date_to(self, value: date) -> date:
+        return self._date_in_range(value)
 
     def validate_near(self, value: str) -> tuple[float, float]:
         parts = value.split(",")

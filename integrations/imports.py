@@ -194,10 +194,11 @@ def _amount(text: str) -> Decimal:
         raise RowError(f"the amount {text!r} is not a number") from None
     if amount <= 0:
         raise RowError(f"the amount {text!r} is not above zero")
+    # The ceiling first: quantizing 1e30 to kopecks needs more digits than Decimal keeps (InvalidOperation).
+    if amount > settings.LOYALTY_MAX_CHECK_AMOUNT:
+        raise RowError(f"the amount {text[:40]!r} is over {settings.LOYALTY_MAX_CHECK_AMOUNT}")
     if amount != amount.quantize(Decimal("0.01")):
         raise RowError(f"the amount {text!r} has more than two decimal places")
-    if amount > settings.LOYALTY_MAX_CHECK_AMOUNT:
-        raise RowError(f"the amount {text!r} is over {settings.LOYALTY_MAX_CHECK_AMOUNT}")
     return amount.quantize(Decimal("0.01"))
 
 

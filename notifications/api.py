@@ -1,6 +1,8 @@
 """The mobile app's devices and notification preferences."""
 
-from drf_spectacular.utils import extend_schema
+from django.utils.text import capfirst
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
@@ -25,7 +27,7 @@ class DevicesView(APIView):
         tags=["notifications"],
         summary="Register or refresh this phone's push token (idempotent)",
         request=DeviceSerializer,
-        responses={200: DeviceSerializer, 400: error_response("Invalid fields")},
+        responses={200: DeviceSerializer, 400: error_response("Invalid fields"), 401: error_response("Not logged in")},
     )
     def post(self, request):
         serializer = DeviceSerializer(data=request.data)
@@ -38,7 +40,11 @@ class DeviceView(APIView):
     @extend_schema(
         tags=["notifications"],
         summary="Forget a push token (the app logs out on this phone)",
-        responses={204: None, 404: error_response("No such token of this user")},
+        responses={
+            204: None,
+            401: error_response("Not logged in"),
+            404: error_response("No such token of this user"),
+        },
     )
     def delete(self, request, token):
         if not services.unregister_device(user=request.user, token=token):
@@ -46,7 +52,19 @@ class DeviceView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema_field(
+    {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?$", "example": "22:00:00"}
+)
+class LocalTimeField(serializers.TimeField):
+    """A wall-clock time in the customer's time zone, "HH:MM[:SS]" without an offset. The schema
+    says so with a pattern: OpenAPI's `format: time` is RFC 3339's full-time, which needs one."""
+
+
 class PreferencesSerializer(serializers.ModelSerializer):
+    # The model's own labels, so the schema's titles keep their translations.
+    quiet_hours_start = LocalTimeField(required=False, allow_null=True, label=capfirst(_("quiet hours from")))
+    quiet_hours_end = LocalTimeField(required=False, allow_null=True, label=capfirst(_("quiet hours until")))
+
     class Meta:
         model = NotificationPreferences
         fields = list(services.PREFERENCE_FIELDS)
@@ -60,7 +78,9 @@ class PreferencesSerializer(serializers.ModelSerializer):
 
 class PreferencesView(APIView):
     @extend_schema(
-        tags=["notifications"], summary="What the customer hears about, and how", responses=PreferencesSerializer
+        tags=["notifications"],
+        summary="What the customer hears about, and how",
+        responses={200: PreferencesSerializer, 401: error_response("Not logged in")},
     )
     def get(self, request):
         return Response(PreferencesSerializer(services.get_preferences(request.user)).data)
@@ -69,7 +89,11 @@ class PreferencesView(APIView):
         tags=["notifications"],
         summary="Change notification preferences",
         request=PreferencesSerializer,
-        responses={200: PreferencesSerializer, 400: error_response("Invalid fields")},
+        responses={
+            200: PreferencesSerializer,
+            400: error_response("Invalid fields"),
+            401: error_response("Not logged in"),
+        },
     )
     def patch(self, request):
         serializer = PreferencesSerializer(services.get_preferences(request.user), data=request.data, partial=True)

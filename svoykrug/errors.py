@@ -7,7 +7,8 @@ the 400/404/500 handlers answer API paths in JSON too.
 
 import logging
 
-from django.http import Http404, JsonResponse
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpResponse, JsonResponse
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -53,6 +54,19 @@ _DRF_CODES = {
 }
 
 
+def _nested_too_deeply(exc) -> bool:
+    """A body of `[[[[…` thousands deep: Python's json gives up with a RecursionError, which
+    DRF's parsers (they catch ValueError) let through. Only one raised inside a parser counts."""
+    if not isinstance(exc, RecursionError):
+        return False
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename.endswith(("rest_framework/parsers.py", "rest_framework\\parsers.py")):
+            return True
+        frame = frame.tb_next
+    return False
+
+
 def api_exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: every error leaves in the one shape."""
     if isinstance(exc, DomainError):
@@ -60,6 +74,8 @@ def api_exception_handler(exc, context):
         for header, value in exc.headers.items():
             response[header] = value
         return response
+    if _nested_too_deeply(exc):
+        exc = exceptions.ParseError(_("JSON parse error - the body is nested too deeply."))
 
     response = drf_exception_handler(exc, context)
     if response is None:
@@ -110,6 +126,12 @@ def handler500(request):
 
 
 def handler400(request, exception=None):
+    if isinstance(exception, RequestDataTooBig):
+        # A form body over DATA_UPLOAD_MAX_MEMORY_SIZE (Django raises it as a "suspicious" 400).
+        message = _("The request body is too large.")
+        if _is_api_path(request):
+            return JsonResponse(error_body("too_large", message), status=413)
+        return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
     if _is_api_path(request):
         return JsonResponse(error_body("bad_request", _("Bad request.")), status=400)
     from django.views.defaults import bad_request

@@ -7,6 +7,7 @@ CLICKHOUSE_URL, DJANGO_SECRET_KEY and the providers' credentials. `.env.example`
 the README list every variable.
 """
 
+import re
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -42,6 +43,25 @@ def env_money(name: str, default: str) -> Decimal:
     if not value.is_finite() or value < 0 or value != value.quantize(Decimal("0.01")):
         raise ImproperlyConfigured(f"{name} must be a non-negative amount with at most two decimals, got {raw!r}.")
     return value.quantize(Decimal("0.01"))
+
+
+def env_bool_or(name: str, default: bool) -> bool:
+    """A 0/1 flag whose default depends on other settings; empty counts as unset."""
+    return env.bool(name) if env.str(name, default="") else default
+
+
+_RATE = re.compile(r"(\d+)/(s|sec|second|m|min|minute|h|hour|d|day)")
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A throttle rate, `N/s|min|hour|day` (DRF's form), or `off` for no limit (None)."""
+    raw = (env.str(name, default="") or default).strip().lower().replace(" ", "")
+    if raw == "off":
+        return None
+    match = _RATE.fullmatch(raw)
+    if not match or int(match.group(1)) < 1:
+        raise ImproperlyConfigured(f"{name} must be a rate like 100/min (s, min, hour, day) or off, got {raw!r}.")
+    return f"{int(match.group(1))}/{match.group(2)}"
 
 
 def env_phone_code_map(name: str) -> dict[str, str]:
@@ -96,10 +116,14 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every later log line of the request carries its id.
+    "svoykrug.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before CSRF, which reads the body of form posts.
+    "svoykrug.middleware.BodySizeLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -188,7 +212,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Messages have their own queue, so a burst of them never delays the ledger's nightly work.
-CELERY_TASK_ROUTES = {"notifications.tasks.*": {"queue": "notifications"}}
+# Queues by the kind of wait (docs/operations.md): the rest goes to "default".
+CELERY_TASK_ROUTES = {
+    "notifications.tasks.*": {"queue": "notifications"},
+    "integrations.tasks.*": {"queue": "integrations"},
+    "analytics.tasks.*": {"queue": "analytics"},
+}
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "flush-expired-tokens": {"task": "accounts.tasks.flush_expired_tokens", "schedule": crontab(hour=3, minute=30)},
@@ -394,7 +423,26 @@ NOTIFY_STALE_SENDING_MINUTES = env_positive_int("NOTIFY_STALE_SENDING_MINUTES", 
 
 # --- API ------------------------------------------------------------------------------
 
+# Rate limits (svoykrug/throttling.py), `N/s|min|hour|day` or `off`. A refused request answers
+# 429 with Retry-After. The OTP service's own per-phone and per-address limits stay inside these.
+THROTTLE_RATES = {
+    # POST /auth/otp/ and POST /auth/otp/verify/, per client address.
+    "otp": env_rate("THROTTLE_OTP_RATE", "20/min"),
+    "otp_verify": env_rate("THROTTLE_OTP_VERIFY_RATE", "30/min"),
+    # The partner API, per API key.
+    "partner": env_rate("THROTTLE_PARTNER_RATE", "6000/min"),
+    # A CRM's webhook, per integration (the scheduled sync catches up on refused ones).
+    "webhook": env_rate("THROTTLE_WEBHOOK_RATE", "600/min"),
+    # SMS.ru's delivery callback, per sending address.
+    "sms_callback": env_rate("THROTTLE_SMS_CALLBACK_RATE", "600/min"),
+}
+# The largest request body (bytes, files of multipart uploads not counted) Django reads; a larger
+# one answers 413. The API is refused by Content-Length before parsing (svoykrug.middleware);
+# the portal's CSV upload is a file, limited by IMPORT_MAX_UPLOAD_MB instead.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_positive_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)
+
 REST_FRAMEWORK = {
+    "DEFAULT_THROTTLE_RATES": THROTTLE_RATES,
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -442,12 +490,33 @@ TEMPLATES[0]["OPTIONS"]["libraries"] = {"portal": "accounts.portal"}
 
 # --- Security ---------------------------------------------------------------------------
 
-SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_CONTENT_TYPE_NOSNIFF = True
-X_FRAME_OPTIONS = "DENY"
-if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False):
+# Production sits behind a TLS-terminating proxy that sends X-Forwarded-Proto (set
+# DJANGO_BEHIND_TLS_PROXY=1; the proxy must overwrite that header from clients). Then plain
+# HTTP is redirected to HTTPS (but not the probes, which the orchestrator calls over HTTP).
+BEHIND_TLS_PROXY = env.bool("DJANGO_BEHIND_TLS_PROXY", default=False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool_or("DJANGO_SECURE_SSL_REDIRECT", BEHIND_TLS_PROXY and not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# HSTS on HTTPS answers: a year by default outside DEBUG; 0 turns it off. Preload and
+# subdomains are on: every subdomain must serve HTTPS too (turn them off if one does not).
+SECURE_HSTS_SECONDS = int(env.str("DJANGO_SECURE_HSTS_SECONDS", default="") or (0 if DEBUG else 31_536_000))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool_or("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool_or("DJANGO_SECURE_HSTS_PRELOAD", True)
+SESSION_COOKIE_SECURE = env_bool_or("DJANGO_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # no script of the portal reads it: forms carry {% csrf_token %}
+SESSION_COOKIE_SAMESITE = env.str("DJANGO_SESSION_COOKIE_SAMESITE", default="") or "Lax"
+if SESSION_COOKIE_SAMESITE not in {"Lax", "Strict"}:
+    raise ImproperlyConfigured(
+        f"DJANGO_SESSION_COOKIE_SAMESITE must be Lax or Strict, got {SESSION_COOKIE_SAMESITE!r}."
+    )
+CSRF_COOKIE_SAMESITE = SESSION_COOKIE_SAMESITE
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 # --- Demo -------------------------------------------------------------------------------
 
@@ -456,11 +525,29 @@ DEMO_ADMIN_PASSWORD = env.str("DEMO_ADMIN_PASSWORD", default="svoykrug-demo")
 
 # --- Logging ----------------------------------------------------------------------------
 
+# json: one JSON object a line (time, level, logger, message, request_id or task_id/task_name,
+# exception); plain: a line for people. JSON outside DEBUG by default.
+LOG_FORMAT = (env.str("LOG_FORMAT", default="") or ("plain" if DEBUG else "json")).lower()
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, got {LOG_FORMAT!r}.")
+LOG_LEVEL = (env.str("LOG_LEVEL", default="") or "INFO").upper()
+# A query taking this many milliseconds or more is logged (a WARNING with its SQL, not its
+# parameters); 0 logs every query.
+SLOW_QUERY_MS = int(env.str("SLOW_QUERY_MS", default="") or 200)
+if SLOW_QUERY_MS < 0:
+    raise ImproperlyConfigured(f"SLOW_QUERY_MS must be 0 or more, got {SLOW_QUERY_MS}.")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "filters": {"context": {"()": "svoykrug.logs.ContextFilter"}},
+    "formatters": {"json": {"()": "svoykrug.logs.JsonFormatter"}, "plain": {"()": "svoykrug.logs.PlainFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Django's loggers write through the root's handler, once (not also through Django's defaults).
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.server": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }

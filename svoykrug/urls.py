@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from notifications.webhooks import SendGridTrackingView
 from svoykrug import health
 
 admin.site.site_header = "Svoy Krug"
@@ -21,7 +22,9 @@ urlpatterns = [
     path("api/v1/", include("notifications.urls")),
     path("api/v1/", include("integrations.urls")),
     path("api/v1/", include("events.urls")),
-    # Email delivery events from the ESP: SendGrid posts to /anymail/sendgrid/tracking/.
+    # Email delivery events from the ESP: SendGrid posts to /anymail/sendgrid/tracking/ (anymail's
+    # view, answering an unreadable body with 400 rather than 500).
+    path("anymail/sendgrid/tracking/", SendGridTrackingView.as_view(), name="sendgrid-tracking"),
     path("anymail/", include("anymail.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api-schema"),
     path(

@@ -151,7 +151,11 @@ class LedgerView(generics.ListAPIView):
     @extend_schema(
         tags=["loyalty"],
         summary="The customer's bonus movements, newest first",
-        responses={200: LedgerEntrySerializer(many=True), 401: error_response("Not logged in")},
+        responses={
+            200: LedgerEntrySerializer(many=True),
+            401: error_response("Not logged in"),
+            404: error_response("The cursor is not valid"),
+        },
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
@@ -169,7 +173,11 @@ class PurchaseHistoryView(generics.ListAPIView):
     @extend_schema(
         tags=["loyalty"],
         summary="The customer's purchases at every partner, newest first",
-        responses={200: CustomerPurchaseSerializer(many=True), 401: error_response("Not logged in")},
+        responses={
+            200: CustomerPurchaseSerializer(many=True),
+            401: error_response("Not logged in"),
+            404: error_response("The cursor is not valid"),
+        },
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)

@@ -5,6 +5,7 @@ Every call acts for the key's business and sees nothing of other businesses."""
 import uuid
 from decimal import Decimal
 
+from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -22,6 +23,7 @@ from crosspromo.models import Coupon
 from loyalty import selectors, services
 from loyalty.models import Transaction
 from loyalty.money import ZERO
+from svoykrug.throttling import PartnerApiKeyThrottle
 
 MONEY = {"max_digits": 12, "decimal_places": 2}
 
@@ -34,6 +36,7 @@ class HasPartnerApiKey(BasePermission):
 class PartnerView(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [HasPartnerApiKey]
+    throttle_classes = [PartnerApiKeyThrottle]
 
     @property
     def business(self):
@@ -105,6 +108,7 @@ class PurchaseView(PartnerView):
                 "insufficient_bonuses, redemption_over_limit, or idempotency_conflict "
                 "(this external_id was used with other data)"
             ),
+            429: error_response("rate_limited: too many calls with this key; see Retry-After"),
         },
     )
     def post(self, request):
@@ -114,17 +118,20 @@ class PurchaseView(PartnerView):
 
     def record(self, data: dict, *, coupon: str | None) -> Response:
         """Record the validated purchase (redeeming `coupon` if given) and answer: 201 the
-        first time, 200 with the first answer when it is sent again."""
-        result = services.record_transaction(
-            business=self.business,
-            external_id=data["external_id"],
-            phone=data["phone"],
-            amount=data["amount"],
-            redeem=data["redeem"],
-            coupon=coupon,
-            occurred_at=data.get("occurred_at"),
-            source=Transaction.Source.API,
-        )
+        first time, 200 with the first answer when it is sent again. A refused purchase
+        records nothing: not even the account of a phone new to the circle, which the service
+        makes before the rules (the coupon's, the dates') have had their say."""
+        with transaction.atomic():
+            result = services.record_transaction(
+                business=self.business,
+                external_id=data["external_id"],
+                phone=data["phone"],
+                amount=data["amount"],
+                redeem=data["redeem"],
+                coupon=coupon,
+                occurred_at=data.get("occurred_at"),
+                source=Transaction.Source.API,
+            )
         return Response(
             PurchaseResultSerializer(result).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
@@ -145,6 +152,7 @@ class CouponRedeemView(PurchaseView):
             400: error_response("Invalid fields, or a coupon that cannot be used (`fields.coupon` says why)"),
             401: error_response("Missing or invalid API key"),
             409: error_response("insufficient_bonuses, redemption_over_limit, or idempotency_conflict"),
+            429: error_response("rate_limited: too many calls with this key; see Retry-After"),
         },
     )
     def post(self, request, code):
@@ -177,6 +185,7 @@ class CouponCheckView(PartnerView):
             400: error_response("Invalid amount or phone"),
             401: error_response("Missing or invalid API key"),
             404: error_response("No such coupon"),
+            429: error_response("rate_limited: too many calls with this key; see Retry-After"),
         },
     )
     def get(self, request, code):
@@ -248,8 +257,10 @@ class RefundView(PartnerView):
             201: RefundResultSerializer,
             200: OpenApiResponse(RefundResultSerializer, description="The same refund sent again: the first answer"),
             400: error_response("Invalid fields, or a partial refund without refund_id"),
+            401: error_response("Missing or invalid API key"),
             404: error_response("No purchase with this external_id at your business"),
             409: error_response("More than what is left of the purchase, or refund_id reused with other data"),
+            429: error_response("rate_limited: too many calls with this key; see Retry-After"),
         },
     )
     def post(self, request, external_id):
@@ -280,7 +291,12 @@ class CustomerView(PartnerView):
         tags=["partner"],
         summary="A customer's bonuses, by phone",
         parameters=[OpenApiParameter("phone", str, OpenApiParameter.PATH, description="Phone, e.g. +79991234567")],
-        responses={200: CustomerSerializer, 400: error_response("Not a phone number")},
+        responses={
+            200: CustomerSerializer,
+            400: error_response("Not a phone number"),
+            401: error_response("Missing or invalid API key"),
+            429: error_response("rate_limited: too many calls with this key; see Retry-After"),
+        },
     )
     def get(self, request, phone):
         phone = normalize_phone(phone)
@@ -310,7 +326,12 @@ class QuoteView(PartnerView):
         tags=["partner"],
         summary="How much of a check the customer's bonuses can pay",
         request=QuoteRequestSerializer,
-        responses={200: QuoteSerializer, 400: OpenApiResponse(ErrorSerializer, description="Invalid fields")},
+        responses={
+            200: QuoteSerializer,
+            400: OpenApiResponse(ErrorSerializer, description="Invalid fields"),
+            401: error_response("Missing or invalid API key"),
+            429: error_response("rate_limited: too many calls with this key; see Retry-After"),
+        },
     )
     def post(self, request):
         serializer = QuoteRequestSerializer(data=request.data)

@@ -55,7 +55,9 @@ def test_seed_demo_gives_programs_purchases_every_tier_and_balanced_books(settin
     # Every demo business has its own terms, set through the service, so with a history.
     programs = LoyaltyProgram.objects.select_related("business")
     assert programs.count() == Business.objects.count() == len(BUSINESSES)
-    assert len({(p.accrual_rate, p.max_redeem_share, p.bonus_lifetime_days, p.hold_days) for p in programs}) == len(BUSINESSES)
+    assert len({(p.accrual_rate, p.max_redeem_share, p.bonus_lifetime_days, p.hold_days) for p in programs}) == len(
+        BUSINESSES
+    )
     assert all(program.changes.exists() for program in programs)
     assert programs.filter(birthday_bonus__gt=0).exists() and programs.filter(hold_days__gt=0).exists()
     assert set(purchases.values_list("business_id", flat=True)) == {p.business_id for p in programs}

@@ -27,7 +27,7 @@ def test_schema_describes_every_path(client):
     for path, methods in PATHS.items():
         assert methods <= set(schema["paths"][path]), path
     verify = schema["paths"]["/api/v1/auth/otp/verify/"]["post"]
-    assert set(verify["responses"]) == {"200", "400", "403"}
+    assert set(verify["responses"]) == {"200", "400", "403", "429"}
     assert "jwtAuth" in schema["components"]["securitySchemes"]
 
 

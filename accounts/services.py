@@ -90,7 +90,7 @@ class LoginUnavailable(DomainError):
     message = _("Login is unavailable for a moment. Try again in a minute.")
 
     def __init__(self, message=None, *, retry_after: int | None = None):
-        retry_after = max(1, int(retry_after or getattr(settings, "OTP_UNAVAILABLE_RETRY_AFTER_SECONDS", 30)))
+        retry_after = max(1, int(retry_after or settings.OTP_UNAVAILABLE_RETRY_AFTER_SECONDS))
         super().__init__(message, extra={"retry_after": retry_after}, headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
 

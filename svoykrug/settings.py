@@ -260,6 +260,8 @@ OTP_MAX_PER_IP_PER_HOUR = env_positive_int("OTP_MAX_PER_IP_PER_HOUR", 10)
 # How long a used, expired or locked code is remembered, so that a late verify is told
 # why the code is dead instead of "unknown code".
 OTP_TOMBSTONE_SECONDS = env_positive_int("OTP_TOMBSTONE_SECONDS", 3600)
+# With the code store (Redis) down, login answers 503 and asks to come back after this long.
+OTP_UNAVAILABLE_RETRY_AFTER_SECONDS = env_positive_int("OTP_UNAVAILABLE_RETRY_AFTER_SECONDS", 30)
 # App-store review logins: PHONE:CODE pairs that log in with a fixed code and get no SMS.
 OTP_REVIEW_PHONES = env_phone_code_map("OTP_REVIEW_PHONES")
 

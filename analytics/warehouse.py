@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from django.conf import settings
 
@@ -114,6 +114,17 @@ class Warehouse:
 # --- The server backend ---------------------------------------------------------------------
 
 
+def _with_timeouts(url: str) -> str:
+    """The server's URL with socket timeouts, unless it names its own: a warehouse that hangs
+    (rather than refusing the connection) must not hang the page or the task waiting on it.
+    A read waits for at most a query's own limit and then some."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("connect_timeout", str(settings.WAREHOUSE_CONNECT_TIMEOUT_SECONDS))
+    query.setdefault("send_receive_timeout", str(settings.WAREHOUSE_QUERY_TIMEOUT_SECONDS + 30))
+    return parts._replace(query=urlencode(query)).geturl()
+
+
 class ServerWarehouse(Warehouse):
     backend = "clickhouse-server"
 
@@ -128,11 +139,11 @@ class ServerWarehouse(Warehouse):
             from clickhouse_driver import Client
 
             # The database may not exist yet (migrate_warehouse creates it): connect to default.
-            parts = urlsplit(self.url)
+            parts = urlsplit(_with_timeouts(self.url))
             bootstrap = Client.from_url(parts._replace(path="/default").geturl())
             bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
             bootstrap.disconnect()
-            client = Client.from_url(self.url)
+            client = Client.from_url(parts.geturl())
             self._local.client = client
         return client
 

@@ -162,8 +162,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# A Redis that hangs must not hang requests: short socket timeouts (seconds) make it an error,
+# which the code answers as "unavailable" (login) or works around (everything else).
+REDIS_CONNECT_TIMEOUT_SECONDS = env.float("REDIS_CONNECT_TIMEOUT_SECONDS", default=1.0)
+REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default=3.0)
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {
+                "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS,
+                "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+            },
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "svoykrug"}}
 
@@ -178,6 +191,8 @@ CLICKHOUSE_URL = env.str("CLICKHOUSE_URL", default="")
 CHDB_PATH = env.str("CHDB_PATH", default="") or str(VAR_DIR / "chdb")
 # Every warehouse read stops after this many seconds.
 WAREHOUSE_QUERY_TIMEOUT_SECONDS = env_positive_int("WAREHOUSE_QUERY_TIMEOUT_SECONDS", 30)
+# Connecting to the ClickHouse server gives up after this long (a hanging server is an error).
+WAREHOUSE_CONNECT_TIMEOUT_SECONDS = env_positive_int("WAREHOUSE_CONNECT_TIMEOUT_SECONDS", 3)
 # The export to the warehouse: rows per insert, and how far behind its watermark each run
 # looks again (rows committed late by long transactions).
 WAREHOUSE_EXPORT_BATCH_ROWS = env_positive_int("WAREHOUSE_EXPORT_BATCH_ROWS", 10_000)

@@ -106,3 +106,19 @@ def test_inserted_text_comes_back_exactly(warehouse):
     assert warehouse.insert("businesses", ["id", "name", "category", "version"], rows, batch_size=2) == 5
     stored = warehouse.execute("SELECT name FROM businesses FINAL ORDER BY id")
     assert [name for (name,) in stored] == names
+
+
+def test_the_server_connection_has_socket_timeouts_unless_the_url_names_its_own(settings):
+    """A warehouse that hangs instead of refusing must not hang the page waiting on it."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from analytics.warehouse import _with_timeouts
+
+    settings.WAREHOUSE_CONNECT_TIMEOUT_SECONDS = 3
+    settings.WAREHOUSE_QUERY_TIMEOUT_SECONDS = 30
+    query = parse_qs(urlsplit(_with_timeouts("clickhouse://u:p@ch:9000/svoykrug")).query)
+    assert query == {"connect_timeout": ["3"], "send_receive_timeout": ["60"]}
+    own = _with_timeouts("clickhouse://ch:9000/svoykrug?connect_timeout=10&compression=lz4")
+    parts = urlsplit(own)
+    assert parts.path == "/svoykrug" and parts.netloc == "ch:9000"
+    assert parse_qs(parts.query) == {"connect_timeout": ["10"], "compression": ["lz4"], "send_receive_timeout": ["60"]}

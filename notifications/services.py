@@ -159,6 +159,8 @@ def register_device(*, user: User, token: str, platform: str, app_version: str =
 
 def unregister_device(*, user: User, token: str) -> bool:
     """Forget a token of this user (logout on the phone). True if there was one."""
+    if "\x00" in token:  # no token holds a NUL byte (and PostgreSQL refuses to compare with one)
+        return False
     deleted, _by_model = Device.objects.filter(user=user, token=token).delete()
     return deleted > 0
 

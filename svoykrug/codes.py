@@ -16,4 +16,5 @@ def normalize_code(text: str, *, qr_prefix: str) -> str:
     code = (text or "").strip().upper()
     if code.startswith(qr_prefix):
         code = code[len(qr_prefix) :]
-    return code.replace(" ", "").replace("-", "")
+    # No code holds a NUL byte (and PostgreSQL refuses to compare with one): drop it.
+    return code.replace(" ", "").replace("-", "").replace("\x00", "")

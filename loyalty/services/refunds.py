@@ -50,7 +50,13 @@ def refund_transaction(
     and owed by the account, to be taken from the next bonuses credited to it.
     The bonuses spent on the purchase come back in proportion as new lots of their
     original issuers. Buy, earn, refund and keep does not work."""
-    purchase = Transaction.objects.filter(business=business, external_id=str(external_id)).first()
+    external_id = str(external_id)
+    # No stored id holds a NUL byte, and PostgreSQL refuses to compare with one.
+    purchase = (
+        None
+        if "\x00" in external_id
+        else Transaction.objects.filter(business=business, external_id=external_id).first()
+    )
     if purchase is None:
         raise TransactionNotFound()
     if amount is not None:

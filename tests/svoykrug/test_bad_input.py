@@ -962,3 +962,11 @@ def test_a_csv_of_invalid_utf8_is_refused_or_read_as_windows_1251_and_imports_no
     assert job.status in (ImportJob.Status.PENDING, ImportJob.Status.FAILED, ImportJob.Status.DONE)
     assert job.imported == 0
     assert (Transaction.objects.count(), LedgerEntry.objects.count()) == (purchases, entries)
+
+
+def test_forgetting_a_device_token_with_a_nul_byte_is_not_found(as_anna):
+    """A NUL byte in the path reaches the database as text; PostgreSQL would refuse it (500)."""
+    response = as_anna.delete("/api/v1/me/devices/%00/")
+
+    assert response.status_code == 404, response.content
+    assert "error" in response.json()

@@ -26,16 +26,13 @@ import os
 import re
 import shutil
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings
 
-from accounts.models import Membership
 from tests.conftest import _missing
-from tests.factories import BusinessFactory, LoyaltyProgramFactory, MembershipFactory, UserFactory
 
 CHROMIUM = os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -151,40 +148,8 @@ def shot(page, request) -> Callable[[str], Path]:
 # --- The people and businesses ----------------------------------------------------------------
 
 
-@pytest.fixture
-def business_a(tiers):
-    business = BusinessFactory(name="Кофейня «Зерно»", slug="zerno")
-    LoyaltyProgramFactory(business=business, accrual_rate=Decimal("5.00"), max_redeem_share=Decimal("30.00"))
-    return business
-
-
-@pytest.fixture
-def business_b(tiers):
-    business = BusinessFactory(name="Салон «Лён»", slug="len")
-    LoyaltyProgramFactory(business=business, accrual_rate=Decimal("10.00"), max_redeem_share=Decimal("50.00"))
-    return business
-
-
-def _member(business, role, phone, first_name):
-    user = UserFactory(phone=phone, first_name=first_name, last_name="Петрова")
-    MembershipFactory(user=user, business=business, role=role)
-    return user
-
-
-@pytest.fixture
-def owner(business_a):
-    return _member(business_a, Membership.Role.OWNER, "+79990000101", "Ольга")
-
-
-@pytest.fixture
-def cashier(business_a):
-    return _member(business_a, Membership.Role.CASHIER, "+79990000103", "Анна")
-
-
-@pytest.fixture
-def owner_b(business_b):
-    return _member(business_b, Membership.Role.OWNER, "+79990000201", "Борис")
-
+# The partners and their staff are the portal tests' own (tests/portal/conftest.py).
+from tests.portal.conftest import business_a, business_b, cashier, owner, owner_b  # noqa: E402, F401
 
 # --- Logging in through the forms -------------------------------------------------------------
 

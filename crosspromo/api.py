@@ -7,7 +7,7 @@ and never shows another customer's coupon: one that is not theirs is not found.
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Case, CharField, DateTimeField, F, Q, QuerySet, Value, When
+from django.db.models import Case, CharField, DateTimeField, F, Min, Q, QuerySet, Value, When
 from django.http import Http404
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -22,6 +22,7 @@ from accounts.api import error_response
 from accounts.models import Business, User
 from crosspromo import services
 from crosspromo.models import Coupon, CrossPromoChain
+from svoykrug import answers
 
 MONEY = {"max_digits": 12, "decimal_places": 2}
 
@@ -151,7 +152,14 @@ class CouponListView(CustomerCouponsMixin, generics.ListAPIView):
         },
     )
     def get(self, request, *args, **kwargs):
-        return super().get(request, *args, **kwargs)
+        def compute():
+            now = timezone.now()
+            response = super(CouponListView, self).get(request, *args, **kwargs)
+            # The list reads differently once a usable coupon lapses.
+            lapses = Coupon.objects.filter(customer=request.user, status=Coupon.Status.ACTIVE, expires_at__gt=now)
+            return response, lambda: lapses.aggregate(first=Min("expires_at"))["first"]
+
+        return answers.cached_answer(request, name="coupons", scopes=[f"coupons:{request.user.pk}"], compute=compute)
 
 
 class CouponDetailView(CustomerCouponsMixin, generics.RetrieveAPIView):

@@ -16,12 +16,14 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from django.conf import settings
 from django.db.models import (
     Case,
+    CharField,
     Count,
     DateTimeField,
     Exists,
     F,
     FloatField,
     IntegerField,
+    Min,
     OuterRef,
     Prefetch,
     Q,
@@ -46,6 +48,7 @@ from accounts.api import error_response
 from accounts.models import Business, User
 from events import services
 from events.models import Event, Registration, Vote
+from svoykrug import answers
 
 MONEY = {"max_digits": 12, "decimal_places": 2}
 COORDINATE = {"max_digits": 9, "decimal_places": 6}
@@ -67,6 +70,17 @@ def _listed(now: datetime) -> Q:
 def listed_events(now: datetime) -> QuerySet[Event]:
     """What the app lists: published events not over yet, proposals still open for votes."""
     return Event.objects.filter(_listed(now))
+
+
+def next_listing_change(now: datetime) -> datetime | None:
+    """The next moment the list changes with time alone: an event's registration closes, an
+    event ends, a proposal's voting closes."""
+    bounds = listed_events(now).aggregate(
+        registration=Min("registration_deadline", filter=Q(registration_deadline__gt=now)),
+        end=Min("ends_at", filter=Q(ends_at__gt=now)),
+        voting=Min("voting_deadline", filter=Q(voting_deadline__gt=now)),
+    )
+    return min(filter(None, bounds.values()), default=None)
 
 
 def visible_events(customer: User, now: datetime) -> QuerySet[Event]:
@@ -114,6 +128,33 @@ def for_customer(events: QuerySet[Event], customer: User) -> QuerySet[Event]:
         .prefetch_related("co_hosts", Prefetch("registrations", queryset=mine, to_attr="my_registrations"))
         .annotate(my_vote=Subquery(my_vote))
     )
+
+
+def for_everyone(events: QuerySet[Event]) -> QuerySet[Event]:
+    """What the list's representation reads but the customer's own part: the host joined and
+    the co-hosts prefetched (`with_customer` adds the customer's registration and vote)."""
+    no_vote = Value(None, output_field=CharField(null=True))
+    return events.select_related("business").prefetch_related("co_hosts").annotate(my_vote=no_vote)
+
+
+def with_customer(page: dict, customer: User) -> dict:
+    """A page of the list with the customer's own registration and vote put into its items
+    (two queries, whatever the page size)."""
+    ids = [item["id"] for item in page["results"]]
+    registrations = Registration.objects.filter(customer=customer, event_id__in=ids)
+    mine = {registration.event_id: registration for registration in with_waitlist_position(registrations)}
+    votes = dict(Vote.objects.filter(customer=customer, event_id__in=ids).values_list("event_id", "vote"))
+    results = []
+    for item in page["results"]:
+        registration = mine.get(item["id"])
+        results.append(
+            item
+            | {
+                "my_registration": RegistrationSerializer(registration).data if registration else None,
+                "my_vote": votes.get(item["id"]),
+            }
+        )
+    return page | {"results": results}
 
 
 def starts_in_local_dates(events: QuerySet[Event], date_from, date_to) -> QuerySet[Event]:
@@ -485,7 +526,7 @@ class EventListView(generics.ListAPIView):
         if point := filters.get("near"):
             radius = filters.get("radius_km", settings.EVENTS_NEAR_DEFAULT_RADIUS_KM)
             events = near(events, *point, radius_km=radius)
-        return for_customer(events, self.request.user).order_by("starts_at", "id")
+        return for_everyone(events).order_by("starts_at", "id")
 
     @extend_schema(
         tags=["events"],
@@ -499,8 +540,20 @@ class EventListView(generics.ListAPIView):
         },
     )
     def get(self, request, *args, **kwargs):
-        self.now = timezone.now()
-        return super().get(request, *args, **kwargs)
+        # The page is the same for every customer but for their own registration and vote: it
+        # is kept once for all, and each customer's answer adds theirs. Seats, votes and
+        # registrations are everyone's, so any change to any event renews the scope "events".
+        def for_everyone():
+            self.now = timezone.now()
+            page = super(EventListView, self).get(request, *args, **kwargs).data
+            changes_at = next_listing_change(self.now) if answers.enabled() else None
+            return {"page": page, "changes_at": changes_at}, changes_at
+
+        def for_this_customer():
+            shared = answers.cached_data(request, name="events-page", scopes=["events"], compute=for_everyone)
+            return Response(with_customer(shared["page"], request.user)), shared["changes_at"]
+
+        return answers.cached_answer(request, name="events", scopes=["events"], compute=for_this_customer)
 
 
 def get_visible_event(customer: User, pk) -> Event:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -33,6 +33,9 @@ class AccountSummary:
     spend_365: Decimal
     spend_to_next_tier: Decimal | None
     expiries: list[Expiry]
+    # The next moment the summary changes with time alone (bonuses come off hold or
+    # expire), None if nothing will; writes change it too.
+    changes_at: datetime | None = None
 
 
 def account_summary(user: User, *, at: datetime | None = None) -> AccountSummary:
@@ -62,6 +65,8 @@ def account_summary(user: User, *, at: datetime | None = None) -> AccountSummary
     totals = open_lots.aggregate(
         spendable=Sum("remaining", filter=Q(spendable_from__lte=at)),
         pending=Sum("remaining", filter=Q(spendable_from__gt=at)),
+        next_release=Min("spendable_from", filter=Q(spendable_from__gt=at)),
+        next_expiry=Min("expires_at"),
     )
     next_tier = StatusTier.objects.filter(threshold__gt=account.spend_365).order_by("threshold").first()
     expiries = [
@@ -79,6 +84,7 @@ def account_summary(user: User, *, at: datetime | None = None) -> AccountSummary
         spend_365=account.spend_365,
         spend_to_next_tier=(next_tier.threshold - account.spend_365) if next_tier else None,
         expiries=expiries,
+        changes_at=min(filter(None, (totals["next_release"], totals["next_expiry"])), default=None),
     )
 
 

@@ -33,6 +33,14 @@ def env_positive_int(name: str, default: int) -> int:
     return value
 
 
+def env_non_negative_int(name: str, default: int) -> int:
+    """An integer that may be 0 (off); a negative value stops start-up."""
+    value = env.int(name, default=default)
+    if value < 0:
+        raise ImproperlyConfigured(f"{name} must be 0 or more, got {value}.")
+    return value
+
+
 def env_money(name: str, default: str) -> Decimal:
     """An amount of roubles, at least 0 with at most two decimal places; a bad value stops start-up."""
     raw = env.str(name, default="") or default
@@ -179,6 +187,11 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "svoykrug"}}
+
+# The mobile app's busiest reads (balance, history, coupons, events) are kept rendered in the
+# cache per customer until what they show changes (svoykrug/answers.py); this is the longest
+# an answer lives, which bounds how long a renamed partner can lag in one. 0 turns it off.
+ANSWER_CACHE_SECONDS = env_non_negative_int("ANSWER_CACHE_SECONDS", 300)
 
 # Uploaded files (CSV imports waiting for the worker). Web and worker must share it:
 # one host's disk, or a shared volume, or object storage through Django's STORAGES.

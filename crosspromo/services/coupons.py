@@ -71,8 +71,14 @@ def evaluate_chain_triggers(purchase, now: datetime | None = None) -> list[Coupo
     if not candidates:
         return []
     issued = []
-    with transaction.atomic():
-        chains = CrossPromoChain.objects.select_for_update().filter(pk__in=candidates).order_by("pk")
+    # No savepoint of its own: inside the purchase's transaction a failure here fails the purchase.
+    with transaction.atomic(savepoint=False):
+        chains = (
+            CrossPromoChain.objects.select_for_update(of=("self",))
+            .select_related("source", "target")  # named in the customer's message
+            .filter(pk__in=candidates)
+            .order_by("pk")
+        )
         for chain in chains:
             if chain.status != Status.ACTIVE or not _triggered(chain, purchase):
                 continue

@@ -15,6 +15,7 @@ from events.models import Event, Registration
 from events.services.errors import EventNotChangeable, InvalidEvent, NotAllowed
 from events.services.messages import tell, tell_customer
 from loyalty.money import round_down
+from svoykrug import answers
 
 Status = Event.Status
 
@@ -325,4 +326,6 @@ def finish_events(now: datetime | None = None) -> tuple[int, int]:
         status=Registration.Status.REGISTERED,
         event__ends_at__lte=now - timedelta(hours=settings.EVENTS_NO_SHOW_AFTER_HOURS),
     ).update(status=Registration.Status.NO_SHOW, updated_at=now)
+    if finished or no_shows:
+        answers.changed("events")
     return finished, no_shows

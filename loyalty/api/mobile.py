@@ -20,6 +20,7 @@ from accounts.api import error_response
 from accounts.models import Business
 from loyalty import selectors
 from loyalty.models import LedgerEntry, LoyaltyProgram, Transaction
+from svoykrug import answers
 
 MONEY = {"max_digits": 12, "decimal_places": 2}
 PERCENT = {"max_digits": 5, "decimal_places": 2}
@@ -100,8 +101,12 @@ class LoyaltyView(APIView):
         responses={200: LoyaltySerializer, 401: error_response("Not logged in")},
     )
     def get(self, request):
-        summary = selectors.account_summary(request.user)
-        return Response(LoyaltySerializer(summary).data)
+        def compute():
+            summary = selectors.account_summary(request.user)
+            return Response(LoyaltySerializer(summary).data), summary.changes_at
+
+        scopes = [f"loyalty:{request.user.pk}", "tiers"]
+        return answers.cached_answer(request, name="loyalty", scopes=scopes, compute=compute)
 
 
 # --- Histories --------------------------------------------------------------------------
@@ -158,7 +163,13 @@ class LedgerView(generics.ListAPIView):
         },
     )
     def get(self, request, *args, **kwargs):
-        return super().get(request, *args, **kwargs)
+        # Entries are only ever added, each by a write that renews the customer's scope.
+        return answers.cached_answer(
+            request,
+            name="ledger",
+            scopes=[f"loyalty:{request.user.pk}"],
+            compute=lambda: (super(LedgerView, self).get(request, *args, **kwargs), None),
+        )
 
 
 class PurchaseHistoryView(generics.ListAPIView):

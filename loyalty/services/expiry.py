@@ -15,6 +15,7 @@ from loyalty.models import (
     LedgerEntry,
 )
 from loyalty.money import ZERO
+from svoykrug import answers
 
 MONEY_FIELD = DecimalField(max_digits=12, decimal_places=2)
 
@@ -46,6 +47,7 @@ def check_bonus_expiration(now: datetime | None = None) -> list[uuid.UUID]:
                 .values_list("pk", "user_id")
             )
             ids = [pk for pk, _user in locked]
+            answers.customers_changed("loyalty", [user_id for _pk, user_id in locked])
             id_list = ",".join(str(int(pk)) for pk in ids)
             at = connection.ops.adapt_datetimefield_value(now)
             with connection.cursor() as cursor:

@@ -21,6 +21,7 @@ from accounts.models import Business, User
 from loyalty.models import BonusAccount, BonusLot, LedgerEntry, StatusTier, Transaction
 from loyalty.money import ZERO, percent_of
 from loyalty.services.ledger import accrual_rate, get_program
+from svoykrug import answers
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,7 @@ def _lock_accounts(user_ids: list, tiers: list) -> dict:
             [BonusAccount(user_id=user_id, tier=base_tier) for user_id in user_ids - have], ignore_conflicts=True
         )
     by_id = {tier.pk: tier for tier in tiers}
+    answers.customers_changed("loyalty", user_ids)
     accounts = {}
     for account in BonusAccount.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk"):
         account.tier = by_id.get(account.tier_id)  # from memory, not a query per account

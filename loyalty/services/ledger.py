@@ -22,6 +22,7 @@ from loyalty.models import (
 )
 from loyalty.money import ZERO, as_money, percent_of, round_down
 from loyalty.services.errors import InsufficientBonuses, InvalidPurchase, RedemptionOverLimit
+from svoykrug import answers
 
 
 def get_account(user: User) -> BonusAccount:
@@ -39,7 +40,9 @@ def get_account(user: User) -> BonusAccount:
 
 def _lock_account(user: User) -> BonusAccount:
     """Lock the customer's account row for the rest of the transaction: the one lock helper
-    every bonus write goes through, so writes to one account serialise."""
+    every bonus write goes through, so writes to one account serialise. The customer's
+    cached answers (svoykrug.answers) are renewed here, for every write at once."""
+    answers.changed(f"loyalty:{user.pk}")
     locked = BonusAccount.objects.select_for_update(of=("self",)).select_related("tier")
     try:
         return locked.get(user=user)

@@ -18,6 +18,7 @@ from loyalty.models import (
 )
 from loyalty.money import ZERO, as_money
 from loyalty.services.ledger import _lock_account, _tier_for_spend
+from svoykrug import answers
 
 MONEY_FIELD = DecimalField(max_digits=12, decimal_places=2)
 
@@ -88,4 +89,5 @@ def recompute_all_tiers(at: datetime | None = None) -> int:
                     account.tier = tier
                     updated.append(account)
             BonusAccount.objects.bulk_update(updated, ["spend_365", "tier", "tier_updated_at"])
+            answers.customers_changed("loyalty", [account.user_id for account in updated])
             last_id = batch[-1].pk

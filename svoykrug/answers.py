@@ -1,0 +1,175 @@
+"""Cached answers of the mobile app's busiest reads (balance, history, coupons, events).
+
+The app asks for the same card again and again while nothing on it has changed, so each
+customer's answer is kept in the cache (Redis in production), rendered, and served without
+touching the database until something it shows changes.
+
+What an answer depends on is named by *scopes*: `loyalty:<user id>` (the customer's bonuses
+and ledger), `coupons:<user id>`, `events` (every event, registration and vote, as seats and
+counts are shown to everyone), `tiers`. Each scope has a version in the cache, a random
+token. The code that changes what a scope covers calls `changed(scope)`, which gives the
+scope a new token at once and again when the transaction commits. An answer is stored with
+the tokens its scopes had *before* it was computed, so an answer computed while a write was
+in flight is never served after that write: its tokens are already stale.
+
+An answer that changes with time alone (bonuses coming off hold, a coupon lapsing, an
+event's registration closing) is stored with the moment it stops being right and is not
+served after it. Names and descriptions shown beside the money (a partner's name, a chain's
+wording) are not scopes: an answer lives at most ANSWER_CACHE_SECONDS, which bounds how long
+they can lag.
+
+A cache that is down or slow costs the cache's timeout and nothing else: the answer is
+computed from the database as if nothing were cached. ANSWER_CACHE_SECONDS=0 turns it off.
+"""
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.http import HttpResponse
+from django.utils import timezone, translation
+from rest_framework.renderers import JSONRenderer
+
+logger = logging.getLogger(__name__)
+
+# How much longer a scope's version outlives the answers stored under it.
+VERSION_MARGIN_SECONDS = 3600
+
+
+def _version_key(scope: str) -> str:
+    return f"answer-version:{scope}"
+
+
+def _version_timeout() -> int:
+    return settings.ANSWER_CACHE_SECONDS + VERSION_MARGIN_SECONDS
+
+
+def enabled() -> bool:
+    return bool(settings.ANSWER_CACHE_SECONDS)
+
+
+def changed(*scopes: str) -> None:
+    """What these scopes cover changed (or is about to, in the current transaction): no
+    answer computed before this call is served again."""
+    if not settings.ANSWER_CACHE_SECONDS or not scopes:
+        return
+    _renew(scopes)
+    # Again after the commit: a reader that computed between the first renewal and the
+    # commit read the rows as they were before the write.
+    transaction.on_commit(lambda: _renew(scopes))
+
+
+def customers_changed(kind: str, user_ids: Iterable) -> None:
+    """`changed` for one kind of scope of many customers at once (bulk writes)."""
+    changed(*(f"{kind}:{user_id}" for user_id in user_ids))
+
+
+def track(model, scopes_of: Callable[[object], Iterable[str]]) -> None:
+    """Renew `scopes_of(instance)` whenever a row of `model` is saved or deleted, wherever
+    from (the services, the admin). Queryset `update()`s send no signal: the services that
+    use them call `changed` themselves."""
+
+    def renew(sender, instance, **kwargs):
+        changed(*scopes_of(instance))
+
+    post_save.connect(renew, sender=model, weak=False, dispatch_uid=f"answers:{model._meta.label}:save")
+    post_delete.connect(renew, sender=model, weak=False, dispatch_uid=f"answers:{model._meta.label}:delete")
+
+
+def _renew(scopes: Iterable[str]) -> None:
+    try:
+        cache.set_many({_version_key(scope): secrets.token_hex(8) for scope in scopes}, _version_timeout())
+    except Exception:  # the cache is down: so is every cached answer, until it returns empty
+        logger.warning("Could not renew cached answers of %d scope(s)", len(scopes), exc_info=True)
+
+
+def _answer_key(name: str, request, *, per_customer: bool = True) -> str:
+    # The language is in the key (answers carry translated labels), the page size, and for
+    # answers shared by every customer the host (pages link to each other by absolute URL).
+    query = hashlib.blake2b(request.get_full_path().encode(), digest_size=12).hexdigest()
+    whose = request.user.pk if per_customer else request.get_host()
+    return f"answer:{name}:{whose}:{translation.get_language()}:{settings.API_PAGE_SIZE}:{query}"
+
+
+Compute = Callable[[], tuple[object, datetime | Callable[[], datetime | None] | None]]
+
+
+def cached_answer(request, *, name: str, scopes: list[str], compute: Compute):
+    """The customer's answer to this request from the cache, or `compute()`d and stored.
+
+    `compute` returns (response, valid_until): the view's own Response, and the moment it
+    stops being right by time alone (None: only a change to its scopes makes it wrong), or
+    a function giving that moment, called only when the answer is stored. Only 200 answers
+    are stored, rendered as JSON."""
+    hit, response = _cached(
+        _answer_key(name, request),
+        scopes,
+        compute,
+        keep=lambda response: JSONRenderer().render(response.data) if response.status_code == 200 else None,
+    )
+    if hit:
+        response = HttpResponse(response, content_type="application/json")
+    # Tells the app's developers and the load test which answers came from the cache.
+    response["X-Cache"] = "hit" if hit else "miss"
+    return response
+
+
+def cached_data(request, *, name: str, scopes: list[str], compute: Compute):
+    """Data the same for every customer asking this request (a view adds each one's own
+    part), from the cache or `compute()`d and stored; `compute` as for `cached_answer`,
+    returning the data instead of a response."""
+    return _cached(_answer_key(name, request, per_customer=False), scopes, compute, keep=lambda data: data)[1]
+
+
+def _cached(key: str, scopes: list[str], compute: Compute, *, keep: Callable) -> tuple[bool, object]:
+    """(True, what was kept) from the cache, or (False, what compute() gave), storing
+    keep(it) unless that is None."""
+    if not settings.ANSWER_CACHE_SECONDS:
+        return False, compute()[0]
+    version_keys = [_version_key(scope) for scope in scopes]
+    try:
+        found = cache.get_many([*version_keys, key])
+        versions = [found.get(version_key) for version_key in version_keys]
+        stored = found.get(key)
+        now = timezone.now()
+        if None not in versions and stored is not None:
+            stored_versions, valid_until, kept = stored
+            if stored_versions == versions and (valid_until is None or now < valid_until):
+                return True, kept
+        versions = _current_versions(version_keys, versions)
+    except Exception:
+        logger.warning("Cached answers unavailable", exc_info=True)
+        return False, compute()[0]
+    result, valid_until = compute()
+    kept = keep(result)
+    if kept is not None:
+        if callable(valid_until):
+            valid_until = valid_until()
+        timeout = settings.ANSWER_CACHE_SECONDS
+        if valid_until is not None:
+            timeout = min(timeout, max(1, int((valid_until - now).total_seconds()) + 1))
+        try:
+            cache.set(key, (versions, valid_until, kept), timeout)
+        except Exception:
+            logger.warning("Could not store a cached answer", exc_info=True)
+    return False, result
+
+
+def _current_versions(version_keys: list[str], versions: list) -> list:
+    """The versions as they are now, giving a scope that has none its first one."""
+    missing = {
+        key: secrets.token_hex(8) for key, version in zip(version_keys, versions, strict=True) if version is None
+    }
+    if not missing:
+        return versions
+    for key, token in missing.items():
+        cache.add(key, token, _version_timeout())
+    # Another reader or a writer may have set some first: theirs is the version.
+    current = cache.get_many(version_keys)
+    return [current.get(key) for key in version_keys]

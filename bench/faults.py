@@ -17,12 +17,18 @@ counts of ledger entries, lots and purchases against what one run should have ma
   `--lots`/10 customers, in batches of LOYALTY_BATCH_ACCOUNTS=1,000 accounts (one
   transaction each). Killed once the first batches have committed.
 - `--task import`: `integrations.tasks.run_import` of a CSV of `--rows` purchases (an
-  ImportJob as the portal makes it). Killed once the first batch of IMPORT_BATCH_ROWS is in.
-  Then the same file is uploaded again as a new import (what a partner does with an import
-  that never finished), to show the rows are not doubled.
+  ImportJob as the portal makes it). Killed once the first batch of IMPORT_BATCH_ROWS is in
+  (each batch commits with the job's progress and a heartbeat). The redelivered task finds
+  the job "running" with a heartbeat older than IMPORT_STALE_AFTER_SECONDS (production:
+  5 minutes, well inside the hour of the visibility timeout; here `--stale-after`, default
+  3 s, and the second worker starts once the dead run's heartbeat is that old) and resumes
+  it after the last committed batch; the job's report must count every row as imported
+  once. Then the same file is uploaded again as a new import (what a partner does with an
+  import that never finished), to show the rows are not doubled.
 
-Each worker is `celery worker --pool solo` on the queue `default`, started as the deployment
-starts it, in a process group of its own; its log goes to a file whose path is printed.
+Each worker is `celery worker --pool solo` on the task's queue (`default` for the expiry,
+`integrations` for the import), started as the deployment starts it, in a process group of
+its own; its log goes to a file whose path is printed.
 
 Needs PostgreSQL and Redis: FAULTS_DATABASE_URL (default
 postgres://postgres@127.0.0.1:5432/svoykrug_faults_bench, recreated on every run) and
@@ -85,7 +91,8 @@ app.conf.broker_transport_options = {
     "unacked_restore_throttle": 1,
 }
 app.worker_main([
-    "worker", "--pool", "solo", "-Q", "default", "--loglevel", "INFO", "-n", os.environ["FAULTS_WORKER_NAME"],
+    "worker", "--pool", "solo", "-Q", os.environ["FAULTS_QUEUE"], "--loglevel", "INFO",
+    "-n", os.environ["FAULTS_WORKER_NAME"],
     "--without-heartbeat", "--without-gossip", "--without-mingle",
 ])
 """
@@ -119,10 +126,15 @@ def redis_client():
 class Worker:
     """One `celery worker` process (group), its log in a file."""
 
-    def __init__(self, name: str, visibility_timeout: int, logs: Path):
+    def __init__(self, name: str, visibility_timeout: int, logs: Path, queue: str = "default"):
         self.name = name
         self.log = logs / f"{name}.log"
-        env = {**os.environ, "FAULTS_VISIBILITY_TIMEOUT": str(visibility_timeout), "FAULTS_WORKER_NAME": name}
+        env = {
+            **os.environ,
+            "FAULTS_VISIBILITY_TIMEOUT": str(visibility_timeout),
+            "FAULTS_WORKER_NAME": name,
+            "FAULTS_QUEUE": queue,
+        }
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", WORKER],
@@ -355,6 +367,8 @@ def import_state(business) -> dict:
 
 
 def kill_import(args, logs: Path) -> bool:
+    from django.utils import timezone
+
     from accounts.models import Business
     from integrations import tasks
     from integrations.models import ImportJob
@@ -367,7 +381,7 @@ def kill_import(args, logs: Path) -> bool:
     job = new_import(business, path)
     say(f"import job {job.pk}: {args.rows:,} rows ({path.stat().st_size / 1e6:.1f} MB)")
 
-    first = Worker("faults-1", args.visibility_timeout, logs)
+    first = Worker("faults-1", args.visibility_timeout, logs, queue="integrations")
     first.start()
     tasks.run_import.delay(str(job.pk))
     say("sent integrations.tasks.run_import")
@@ -378,17 +392,23 @@ def kill_import(args, logs: Path) -> bool:
     job.refresh_from_db()
     at_kill = import_state(business)
     say(
-        f"at the kill: job {job.status}, rows read {job.rows_done:,} of {job.rows_total:,}; {at_kill}; "
-        f"messages unacknowledged in Redis: {redis_client().hlen('unacked')}"
+        f"at the kill: job {job.status} (run {job.attempt}), rows read {job.rows_done:,} of {job.rows_total:,}, "
+        f"imported {job.imported:,}; {at_kill}; messages unacknowledged in Redis: {redis_client().hlen('unacked')}"
     )
+    # In production the visibility timeout (an hour) is far longer than the stale window (5 minutes).
+    stale_at = job.heartbeat_at + timedelta(seconds=args.stale_after)
+    wait_until(lambda: timezone.now() > stale_at, timeout=args.stale_after + 1)
 
-    second = Worker("faults-2", args.visibility_timeout, logs)
+    second = Worker("faults-2", args.visibility_timeout, logs, queue="integrations")
     second.start()
     second.wait_for("FAULTS task SUCCESS", timeout=args.visibility_timeout + 600)
     job.refresh_from_db()
     rerun = import_state(business)
     say(f"worker faults-2 ran: {'; '.join(second.task_lines()) or 'nothing'}")
-    say(f"after the rerun: job {job.status}, rows read {job.rows_done:,} of {job.rows_total:,}; {rerun}")
+    say(
+        f"after the rerun: job {job.status} (run {job.attempt}), rows read {job.rows_done:,} of {job.rows_total:,}, "
+        f"imported {job.imported:,}, already there {job.duplicates:,}; {rerun}"
+    )
 
     # What a partner does with an import that never finished: upload the file again.
     again = new_import(business, path)
@@ -412,6 +432,8 @@ def kill_import(args, logs: Path) -> bool:
         "the rerun of the killed task doubled nothing": rerun["purchases"] == rerun["distinct_purchase_ids"]
         and rerun["accrual_entries"] == rerun["purchases_with_accrual"] == rerun["purchases"],
         "the killed import finished by its rerun": job.status == "done" and rerun["purchases"] == args.rows,
+        "its report counts every row once, as imported": (job.imported, job.duplicates, job.rejected)
+        == (args.rows, 0, 0),
         "every row is one purchase after the file was sent again": after["purchases"]
         == after["distinct_purchase_ids"]
         == args.rows,
@@ -438,7 +460,11 @@ def main():
     kill.add_argument("--rows", type=int, default=40_000, help="CSV rows for --task import")
     kill.add_argument("--visibility-timeout", type=int, default=10, help="seconds before Redis redelivers")
     kill.add_argument("--kill-after-batches", type=int, default=2, help="expire: batches committed before the kill")
+    kill.add_argument(
+        "--stale-after", type=int, default=3, help="import: IMPORT_STALE_AFTER_SECONDS, before a dead run is resumed"
+    )
     args = parser.parse_args()
+    os.environ["IMPORT_STALE_AFTER_SECONDS"] = str(args.stale_after)
 
     say(f"database {DATABASE_URL} (recreated), Redis {REDIS_URL} (emptied), media {MEDIA_ROOT}")
     db = int(urlparse(REDIS_URL).path.lstrip("/") or 0)

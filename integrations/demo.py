@@ -2,19 +2,24 @@
 (healthy with synced purchases, a webhook log, unmatched records, degraded, failing).
 
 Purchases go through `integrations.services.apply_events`, the path real CRM events take,
-with fixed ids, so seeding twice records nothing twice."""
+with fixed ids, so seeding twice records nothing twice. Each event is applied on the demo
+clock (`loyalty.demo.clock_at`) when the scheduled sync after it would have picked it up,
+so its purchase, ledger entries and record carry that time."""
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import itemgetter
 
+from django.conf import settings
 from django.utils import timezone
 
 from accounts.demo import customer_phone
 from accounts.models import Business
 from integrations import services
 from integrations.models import CRMIntegration, WebhookDelivery
-from integrations.providers.base import purchase, refund
+from integrations.providers.base import CrmEvent, purchase, refund
+from loyalty.demo import clock_at
 from loyalty.models import Transaction
 
 # slug → provider, settings, demo credentials (not real keys), failures in a row, last error
@@ -54,8 +59,10 @@ def seed_integrations() -> dict:
         if is_new:
             integration.credentials = credentials
             created += 1
-        events = _events(provider, now)
-        outcome = services.apply_events(integration, events, via=Transaction.Source.SYNC)
+        outcome = services.Outcome()
+        for synced_at, event in _events(provider, now):
+            with clock_at(synced_at):
+                services.apply_events(integration, [event], via=Transaction.Source.SYNC, outcome=outcome)
         recorded += outcome.counts["recorded"]
         if provider in ("iiko", "onec"):
             _webhook_log(integration, now)
@@ -74,13 +81,14 @@ def seed_integrations() -> dict:
     return {"integrations": CRMIntegration.objects.count(), "created": created, "recorded": recorded}
 
 
-def _events(provider: str, now) -> list:
-    """A few paid visits of demo customers, one without a phone (unmatched), one refunded."""
+def _events(provider: str, now: datetime) -> list[tuple[datetime, CrmEvent]]:
+    """A few paid visits of demo customers, one without a phone (unmatched), one cancelled
+    the next day; each with when the scheduled sync after it picked it up, in that order."""
     prefix = {"yclients": "record", "iiko": "order", "onec": "sale", "amocrm": "lead", "renovatio": "appointment"}[
         provider
     ]
     amounts = [Decimal("1850.00"), Decimal("2400.00"), Decimal("960.00"), Decimal("3150.00")]
-    events = [
+    visits = [
         purchase(
             f"{prefix}:demo-{index}",
             amount,
@@ -89,9 +97,16 @@ def _events(provider: str, now) -> list:
         )
         for index, amount in enumerate(amounts, start=1)
     ]
-    events.append(purchase(f"{prefix}:demo-walk-in", Decimal("700.00"), now - timedelta(days=1), customer_name="Гость"))
-    events.append(refund(f"{prefix}:demo-4", refund_id=f"{prefix}:demo-4:cancelled"))
-    return events
+    visits.append(purchase(f"{prefix}:demo-walk-in", Decimal("700.00"), now - timedelta(days=1), customer_name="Гость"))
+    interval = timedelta(minutes=settings.INTEGRATIONS_SYNC_INTERVAL_MINUTES)
+
+    def synced(moment: datetime) -> datetime:
+        return min(moment + interval, now)
+
+    events = [(synced(visit.occurred_at), visit) for visit in visits]
+    cancelled = refund(f"{prefix}:demo-4", refund_id=f"{prefix}:demo-4:cancelled")
+    events.append((synced(visits[3].occurred_at + timedelta(days=1)), cancelled))
+    return sorted(events, key=itemgetter(0))
 
 
 def _webhook_log(integration: CRMIntegration, now) -> None:

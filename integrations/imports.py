@@ -8,17 +8,26 @@ rejected with its line number and the reason.
 Columns map to the fields `external_id`, `phone`, `amount`, `occurred_at`. Without a
 mapping a column is taken by its field name or a usual header (`Телефон`, `Сумма`, ...).
 The delimiter (`,` `;` or tab) and the encoding (UTF-8, with or without BOM, or
-Windows-1251 as Excel saves it in Russia) are detected."""
+Windows-1251 as Excel saves it in Russia) are detected.
+
+An uploaded import (an ImportJob) runs in a worker, `run_import_job`: each batch commits with
+the job's progress, so a run whose worker died is resumed after its last batch by the next
+task that finds the job without life for IMPORT_STALE_AFTER_SECONDS (the task redelivered,
+or the one `resume_stale_imports` queues)."""
 
 import csv
 import io
+import itertools
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -39,10 +48,18 @@ ALIASES = {
     "occurred_at": {"occurred_at", "дата", "дата и время", "время", "date", "datetime", "created_at"},
 }
 DATE_FORMATS = ("%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y", "%Y-%m-%d", "%d/%m/%Y %H:%M", "%d/%m/%Y")
+# Runs of one job: a file that kills its worker every time fails after this many, instead of
+# taking a worker down every few minutes for ever.
+MAX_RUNS = 5
 
 
 class ImportFileError(Exception):
     """The file as a whole cannot be imported (no header, a required column missing)."""
+
+
+class ImportSuperseded(Exception):
+    """The job is no longer this run's: another run took it over (this one showed no life for
+    IMPORT_STALE_AFTER_SECONDS). The run stops and writes nothing more."""
 
 
 @dataclass
@@ -232,9 +249,16 @@ def import_csv(
     mapping: dict[str, str] | None = None,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
+    resume: ImportReport | None = None,
+    checkpoint: Callable[[ImportReport], None] | None = None,
 ) -> ImportReport:
     """Import a CSV (a binary file object) for the business. `progress(rows)` is called
-    after each batch with the number of rows read so far."""
+    after each batch with the number of rows read so far.
+
+    `resume` is what an earlier run of the same file reported at its last checkpoint: its
+    first `resume.rows` rows are in and are skipped, and its counts go on. `checkpoint(report)`
+    is called in each batch's transaction once the batch is written, so what it saves commits
+    with the batch or not at all; an exception from it undoes the batch."""
     import zoneinfo
 
     tz = zoneinfo.ZoneInfo(business.time_zone)
@@ -242,6 +266,10 @@ def import_csv(
     header, rows = _rows(text)
     columns = resolve_columns(header, mapping or {})
     report = ImportReport(dry_run=dry_run)
+    if resume is not None:
+        report.rows, report.imported, report.duplicates = resume.rows, resume.imported, resume.duplicates
+        report.rejected, report.errors = resume.rejected, list(resume.errors)
+        rows = itertools.islice(rows, resume.rows, None)
     now = timezone.now()
     batch: list = []
     phones: dict = {}
@@ -258,11 +286,14 @@ def import_csv(
             report.duplicates += len(batch) - len(fresh)
             report.imported += len(fresh)
         else:
-            result = loyalty.import_purchases(business=business, rows=batch)
-            report.imported += result.imported
-            report.duplicates += result.duplicates
-            for line, reason in result.rejected:
-                report.reject(line, reason)
+            with transaction.atomic() if checkpoint else nullcontext():
+                result = loyalty.import_purchases(business=business, rows=batch)
+                report.imported += result.imported
+                report.duplicates += result.duplicates
+                for line, reason in result.rejected:
+                    report.reject(line, reason)
+                if checkpoint:
+                    checkpoint(report)
         batch.clear()
         if progress:
             progress(report.rows)
@@ -333,42 +364,134 @@ def preview(binary, *, mapping: dict[str, str] | None = None, rows: int = 10, bu
     return {"header": header, "columns": {name: header[index] for name, index in columns.items()}, "rows": shown}
 
 
-def run_import_job(job_id) -> ImportJob:
-    """Run an uploaded import once: the job is claimed by a conditional update, so a task
-    delivered twice imports once. Progress is written after each batch."""
-    claimed = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.PENDING).update(
-        status=ImportJob.Status.RUNNING
-    )
+def _stale(now: datetime) -> Q:
+    """Running jobs whose run has shown no life for IMPORT_STALE_AFTER_SECONDS: its worker died."""
+    cutoff = now - timedelta(seconds=settings.IMPORT_STALE_AFTER_SECONDS)
+    return Q(status=ImportJob.Status.RUNNING) & (Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff))
+
+
+def _error_rows(report: ImportReport) -> list[dict]:
+    return [{"line": line, "reason": reason} for line, reason in report.errors]
+
+
+def _claim_import_job(job_id) -> tuple[ImportJob, int | None]:
+    """The job, and the number of the run that has just claimed it (None: not this run's to
+    run). A pending job is claimed, and so is a running one whose run is dead (stale); each
+    claim is a conditional update on the run number it read, so of two tasks that find the
+    job claimable one claims it."""
     job = ImportJob.objects.select_related("business").get(pk=job_id)
-    if not claimed:
-        return job
+    if job.status not in (ImportJob.Status.PENDING, ImportJob.Status.RUNNING):
+        return job, None
+    now = timezone.now()
+    # The staleness is in the condition, not only in what was read: a live run's batch may
+    # have committed since.
+    claimable = ImportJob.objects.filter(
+        Q(status=ImportJob.Status.PENDING) | _stale(now), pk=job.pk, attempt=job.attempt
+    )
+    if job.attempt >= MAX_RUNS:
+        message = f"The import stopped {job.attempt} times before its end; staff were told."
+        if claimable.update(status=ImportJob.Status.FAILED, message=message, finished_at=now, heartbeat_at=now):
+            logger.error("Import %s failed: its run stopped %s times", job.pk, job.attempt)
+            _delete_file(job)
+        job.refresh_from_db()
+        return job, None
+    if not claimable.update(status=ImportJob.Status.RUNNING, attempt=job.attempt + 1, heartbeat_at=now):
+        job.refresh_from_db()
+        return job, None
+    if job.status == ImportJob.Status.RUNNING:
+        logger.warning(
+            "Import %s: run %s showed no life since %s; run %s resumes it after row %s",
+            job.pk,
+            job.attempt,
+            job.heartbeat_at,
+            job.attempt + 1,
+            job.rows_done,
+        )
+    job.refresh_from_db()
+    return job, job.attempt
 
-    def progress(rows_done):
-        ImportJob.objects.filter(pk=job.pk).update(rows_done=rows_done)
 
-    try:
-        with job.file.open("rb") as binary:
-            job.rows_total = count_rows(binary)
-            ImportJob.objects.filter(pk=job.pk).update(rows_total=job.rows_total)
-            report = import_csv(binary, business=job.business, mapping=job.mapping, progress=progress)
-    except (ImportFileError, OSError, UnicodeDecodeError) as exc:
-        job.status, job.message = ImportJob.Status.FAILED, str(exc)
-    except Exception:
-        logger.exception("Import %s failed", job.pk)
-        job.status, job.message = ImportJob.Status.FAILED, "The import stopped on an internal error; staff were told."
-    else:
-        job.status = ImportJob.Status.DONE
-        job.rows_total = job.rows_done = report.rows
-        job.imported, job.duplicates, job.rejected = report.imported, report.duplicates, report.rejected
-        job.errors = [{"line": line, "reason": reason} for line, reason in report.errors]
-    if job.status == ImportJob.Status.FAILED:
-        job.rows_done = ImportJob.objects.values_list("rows_done", flat=True).get(pk=job.pk)
-    job.finished_at = timezone.now()
-    job.save()
+def _delete_file(job: ImportJob) -> None:
     # The file holds customers' phones and is not needed once read: the report stays.
     job.file.delete(save=False)
     ImportJob.objects.filter(pk=job.pk).update(file="")
-    return job
+
+
+def run_import_job(job_id) -> ImportJob:
+    """Run an uploaded import to its end, once. The run claims the job (`_claim_import_job`):
+    a task delivered again while the job runs does nothing, one that finds its run dead takes
+    it over, and a done or failed job is never run again. Each batch commits with the job's
+    progress and counts, on condition that the job is still this run's; so a run resumes after
+    the last batch of the dead one, counting the rows that one imported as imported, and a
+    run that lost the job to another writes nothing more."""
+    job, attempt = _claim_import_job(job_id)
+    if attempt is None:
+        return job
+    owned = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING, attempt=attempt)
+    resume = ImportReport(
+        rows=job.rows_done,
+        imported=job.imported,
+        duplicates=job.duplicates,
+        rejected=job.rejected,
+        errors=[(error["line"], error["reason"]) for error in job.errors],
+    )
+
+    def checkpoint(report: ImportReport) -> None:
+        saved = owned.update(
+            rows_done=report.rows,
+            imported=report.imported,
+            duplicates=report.duplicates,
+            rejected=report.rejected,
+            errors=_error_rows(report),
+            heartbeat_at=timezone.now(),
+        )
+        if not saved:
+            raise ImportSuperseded
+
+    try:
+        with job.file.open("rb") as binary:
+            if not owned.update(rows_total=count_rows(binary)):
+                raise ImportSuperseded
+            report = import_csv(
+                binary, business=job.business, mapping=job.mapping, resume=resume, checkpoint=checkpoint
+            )
+    except ImportSuperseded:
+        logger.warning("Import %s: run %s lost the job to another run and stopped", job.pk, attempt)
+        return ImportJob.objects.select_related("business").get(pk=job.pk)
+    except (ImportFileError, OSError, UnicodeDecodeError) as exc:
+        outcome = {"status": ImportJob.Status.FAILED, "message": str(exc)}
+    except Exception:
+        logger.exception("Import %s failed", job.pk)
+        outcome = {
+            "status": ImportJob.Status.FAILED,
+            "message": "The import stopped on an internal error; staff were told.",
+        }
+    else:
+        outcome = {
+            "status": ImportJob.Status.DONE,
+            "rows_total": report.rows,
+            "rows_done": report.rows,
+            "imported": report.imported,
+            "duplicates": report.duplicates,
+            "rejected": report.rejected,
+            "errors": _error_rows(report),
+        }
+    now = timezone.now()
+    if owned.update(**outcome, finished_at=now, heartbeat_at=now):
+        _delete_file(job)
+    else:
+        logger.warning("Import %s: run %s lost the job to another run at its end", job.pk, attempt)
+    return ImportJob.objects.select_related("business").get(pk=job.pk)
+
+
+def resumable_import_ids() -> list:
+    """Imports whose task is gone: running with no life for IMPORT_STALE_AFTER_SECONDS (the
+    worker died), or confirmed in the portal that long ago and never started (the task was
+    lost). Queued again, each is claimed by one run (`run_import_job`)."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.IMPORT_STALE_AFTER_SECONDS)
+    never_started = Q(status=ImportJob.Status.PENDING, rows_total__isnull=False, created_at__lt=cutoff)
+    return list(ImportJob.objects.filter(_stale(now) | never_started).values_list("pk", flat=True))
 
 
 def delete_abandoned_uploads(older_than: timedelta | None = None) -> int:

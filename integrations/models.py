@@ -178,6 +178,12 @@ class ImportJob(models.Model):
     rejected = models.PositiveIntegerField(_("rejected"), default=0)
     errors = models.JSONField(_("rejected rows"), default=list, blank=True)
     message = models.TextField(_("message"), blank=True)
+    # The runs that claimed the job, counted: a run writes only while the number is still its
+    # own, so a run another took the job from (see imports.run_import_job) writes nothing more.
+    attempt = models.PositiveIntegerField(_("attempts"), default=0)
+    # When the running run last showed life (claimed the job, wrote a batch). A job left running
+    # with no life for IMPORT_STALE_AFTER_SECONDS has lost its run and is taken over.
+    heartbeat_at = models.DateTimeField(_("updated at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
 

@@ -63,6 +63,19 @@ def delete_abandoned_uploads() -> int:
 
 @shared_task(name="integrations.tasks.run_import")
 def run_import(job_id: str) -> str:
+    """An uploaded import, to its end. Safe to deliver again: a job running in a live worker
+    is left to it, one whose worker died is resumed, a finished one is not run again."""
     from integrations import imports
 
     return imports.run_import_job(job_id).status
+
+
+@shared_task(name="integrations.tasks.resume_stale_imports")
+def resume_stale_imports() -> int:
+    """Every few minutes: queue again the imports whose worker died or whose task was lost."""
+    from integrations import imports
+
+    job_ids = imports.resumable_import_ids()
+    for job_id in job_ids:
+        run_import.delay(str(job_id))
+    return len(job_ids)

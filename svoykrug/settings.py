@@ -266,6 +266,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "integrations.tasks.delete_abandoned_uploads",
         "schedule": crontab(hour=2, minute=25),
     },
+    # Imports whose worker died (or whose task was lost) are resumed (IMPORT_STALE_AFTER_SECONDS).
+    "import-resume": {"task": "integrations.tasks.resume_stale_imports", "schedule": crontab(minute="*/5")},
     "crosspromo-chains": {"task": "crosspromo.tasks.advance_chains", "schedule": crontab(minute="*/5")},
     "crosspromo-coupon-expiry": {"task": "crosspromo.tasks.expire_coupons", "schedule": crontab(minute="*/10")},
     "crosspromo-referral-rewards": {"task": "crosspromo.tasks.reward_referrals", "schedule": crontab(minute=15)},
@@ -395,6 +397,8 @@ IMPORT_BATCH_ROWS = env_positive_int("IMPORT_BATCH_ROWS", 5000)
 IMPORT_MAX_UPLOAD_MB = env_positive_int("IMPORT_MAX_UPLOAD_MB", 50)
 IMPORT_MAX_AGE_DAYS = env_positive_int("IMPORT_MAX_AGE_DAYS", 3 * 365)
 IMPORT_REPORT_MAX_ERRORS = env_positive_int("IMPORT_REPORT_MAX_ERRORS", 1000)
+# A running import whose run has written nothing for this long has lost its worker: it is resumed.
+IMPORT_STALE_AFTER_SECONDS = env_positive_int("IMPORT_STALE_AFTER_SECONDS", 300)
 
 # --- SMS ------------------------------------------------------------------------------
 

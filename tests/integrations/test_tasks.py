@@ -1,5 +1,6 @@
 """The integrations' Celery tasks: a webhook retried while its CRM is down (and only then), old
-bodies deleted after their retention, an uploaded import run once however often it is queued."""
+bodies deleted after their retention, an uploaded import run once however often it is queued
+(a run whose worker died: test_import_resume.py)."""
 
 from datetime import timedelta
 
@@ -152,11 +153,13 @@ def test_an_import_job_runs_once_however_often_it_is_queued(upload):
 
 def test_a_job_already_running_is_not_started_again(upload):
     job = upload(history())
-    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING)
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING, attempt=1, heartbeat_at=timezone.now())
 
     assert tasks.run_import(str(job.pk)) == "running"
 
     assert Transaction.objects.count() == 0
+    job.refresh_from_db()
+    assert (job.status, job.attempt) == ("running", 1)
 
 
 def test_a_job_whose_file_cannot_be_imported_fails_with_the_reason(upload):

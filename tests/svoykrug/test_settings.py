@@ -90,7 +90,8 @@ def test_env_example_lists_every_variable_the_settings_read():
     import re
 
     settings_source = (ROOT / "svoykrug" / "settings.py").read_text()
-    read = set(re.findall(r'env(?:\.\w+|_positive_int|_phone_code_map)\(\s*"([A-Z_]+)"', settings_source))
+    helpers = r"env(?:\.\w+|_positive_int|_non_negative_int|_phone_code_map)"
+    read = set(re.findall(helpers + r'\(\s*"([A-Z_]+)"', settings_source))
     listed = set(re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
 
     assert read, "no variables found: the pattern no longer matches settings.py"

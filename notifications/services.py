@@ -4,7 +4,9 @@ block a purchase.
 `notify(user, kind, context, event_key=...)` decides who hears what and how: it writes one
 `NotificationLog` row per message (the idempotency key makes a second notify for the
 same event a no-op) and enqueues its delivery after commit. `deliver(log_id)` sends one
-queued message through its channel, outside any lock, and records the outcome.
+queued message through its channel, outside any lock, and records the outcome. Whatever the
+broker could not take waits in the log for `send_due_notifications`, so an outage of the
+broker delays messages but loses none.
 
 The catalogue's functions keep their names: `send_push`, `send_sms`, `send_email`.
 """
@@ -189,6 +191,15 @@ def notify(user: User, kind: str, context: dict, *, event_key: str) -> list[Noti
     only where the kind allows it and no push can reach them; email where they gave an
     address. Preferences decide, marketing needs consent and waits out quiet hours. The
     same event, kind and recipient are queued at most once."""
+    created = _queue(user, kind, context, event_key=event_key)
+    due = [log.pk for log in created if log.status == Status.QUEUED and not log.send_after]
+    if due:
+        transaction.on_commit(lambda: _enqueue(due))
+    return created
+
+
+def _queue(user: User, kind: str, context: dict, *, event_key: str) -> list[NotificationLog]:
+    """notify's decision: the log rows it creates for one event, without enqueueing their delivery."""
     spec = KINDS[kind]
     prefs = get_preferences(user)
     now = timezone.now()
@@ -259,11 +270,7 @@ def notify(user: User, kind: str, context: dict, *, event_key: str) -> list[Noti
             )
         else:
             skip(Channel.EMAIL, user.email, "the customer turned off email")
-    created = [log for log in logs if log is not None]
-    due = [log.pk for log in created if log.status == Status.QUEUED and not log.send_after]
-    if due:
-        transaction.on_commit(lambda: _enqueue(due))
-    return created
+    return [log for log in logs if log is not None]
 
 
 def _log(user, channel, recipient, kind, event_key, *, status=Status.QUEUED, reason="", **fields):
@@ -303,29 +310,65 @@ def notify_after_commit(*, user_id, messages: list[tuple[str, dict]], event_key:
     """Notify about one event once the current transaction commits, in one task: a
     notification never slows, blocks or fails the write that caused it. `messages` are
     (kind, context) pairs; contexts must be JSON (amounts as strings). Nothing is queued
-    inside `muted()`."""
+    inside `muted()`. With the broker down the messages are decided here and kept in the
+    log for send_due_notifications, so an outage delays them but loses none."""
     if _muted.get():
         return
+    pairs = [list(message) for message in messages]
 
     def enqueue():
         from notifications.tasks import notify_event
 
         try:
-            notify_event.delay(str(user_id), [list(message) for message in messages], event_key)
-        except Exception:  # a broker outage must not surface in the purchase that committed
-            logger.exception("Could not enqueue %s for %s", [kind for kind, _context in messages], user_id)
+            _publish(notify_event, str(user_id), pairs, event_key)
+        except Exception as exc:  # a broker outage must not surface in the purchase that committed
+            logger.warning(
+                "Could not enqueue %s for %s (%s): keeping them for the sweeper", _kinds(pairs), user_id, exc
+            )
+            _queue_for_the_sweeper(user_id=user_id, messages=pairs, event_key=event_key)
 
     transaction.on_commit(enqueue)
+
+
+def _queue_for_the_sweeper(*, user_id, messages: list, event_key: str) -> None:
+    """What notify_event would have done, in this process and without enqueueing deliveries:
+    the rows stay queued until send_due_notifications offers them. Their idempotency keys
+    make a notify_event that reached a worker after all a no-op, so each message goes once."""
+    try:
+        user = User.objects.filter(pk=user_id).first()
+        if user is None:
+            return
+        with transaction.atomic():
+            for kind, context in messages:
+                _queue(user, kind, context, event_key=event_key)
+    except Exception:  # the database failing too: nothing left to keep it in
+        logger.exception("Lost %s for %s: neither the broker nor the database took them", _kinds(messages), user_id)
+
+
+def _kinds(messages: list) -> list[str]:
+    return [kind for kind, _context in messages]
+
+
+# One immediate reconnect (a pooled connection the broker dropped), not Celery's default of
+# three more tries over ~0.8 s: a message that cannot be enqueued stays in the log for the
+# sweeper, so waiting for the broker buys nothing but a slower purchase.
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
+
+
+def _publish(task, *args) -> None:
+    task.apply_async(args, retry_policy=PUBLISH_RETRY_POLICY)
 
 
 def _enqueue(log_ids: list[int]) -> None:
     from notifications.tasks import deliver_notification
 
-    for log_id in log_ids:
+    for position, log_id in enumerate(log_ids):
         try:
-            deliver_notification.delay(log_id)
-        except Exception:  # stays queued; send_due_notifications picks it up
-            logger.exception("Could not enqueue notification %s", log_id)
+            _publish(deliver_notification, log_id)
+        except Exception as exc:  # they stay queued; send_due_notifications picks them up
+            # The next ones would fail the same way: no point waiting for each.
+            logger.warning("Could not enqueue notifications %s: %s", log_ids[position:], exc)
+            return
 
 
 def due_notifications(at: datetime | None = None, *, older_than_seconds: int = 60) -> list[int]:

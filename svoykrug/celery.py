@@ -2,7 +2,8 @@
 REDIS_URL, and with no REDIS_URL tasks run eagerly in the calling process.
 
 Logging (svoykrug/logs.py): the worker keeps Django's LOGGING instead of Celery's own; a task's
-log lines carry its id and name; a failed task logs an ERROR; its slow queries are logged."""
+log lines carry its id and name, and the id of the request that queued it (a message header);
+a failed task logs an ERROR; its slow queries are logged."""
 
 import os
 

@@ -2,7 +2,9 @@
 id and name) it was written under; slow queries and failed tasks made visible.
 
 - `bind()` / `unbind()` keep the current request's or task's ids in a context variable; the
-  request middleware (svoykrug.middleware) and the Celery signals below set them.
+  request middleware (svoykrug.middleware) and the Celery signals below set them. A task
+  queued during a request carries the request's id in a message header, and its lines in the
+  worker carry that id too.
 - `ContextFilter`, on the handler, copies them onto every record and masks secrets in paths
   (a webhook's secret segment, phones and device tokens in URLs) whoever logs them.
 - `JsonFormatter` writes time (ISO 8601, UTC), level, logger, message, request_id, the task's
@@ -182,10 +184,37 @@ def unwatch_queries(added: list) -> None:
 _running_tasks: dict[str, tuple[Token, list]] = {}
 
 
+# The message header that carries the id of the request (or of the task) that queued a task.
+REQUEST_ID_HEADER = "request_id"
+
+
+def task_queued(sender=None, headers=None, **kwargs):
+    """before_task_publish: a task queued while a request (or a task queued by one) is handled
+    carries its request id in the message's headers."""
+    request_id = current().get("request_id")
+    if request_id and headers is not None:
+        headers.setdefault(REQUEST_ID_HEADER, request_id)
+
+
+def queued_under(task) -> str | None:
+    """The request id a task's message carries (the worker puts custom headers on the request
+    and in its `headers`; `apply(headers=...)` only in `headers`)."""
+    request = getattr(task, "request", None)
+    value = getattr(request, REQUEST_ID_HEADER, None)
+    if value is None:
+        value = (getattr(request, "headers", None) or {}).get(REQUEST_ID_HEADER)
+    return value if isinstance(value, str) and value else None
+
+
 def task_started(sender=None, task_id=None, task=None, **kwargs):
-    """task_prerun: the task's logs carry its id and name; its slow queries are logged."""
+    """task_prerun: the task's logs carry its id and name, and the id of the request that queued
+    it (a task run eagerly inside a request keeps that request's); its slow queries are logged."""
     name = getattr(task, "name", None) or getattr(sender, "name", None)
-    _running_tasks[task_id] = (bind(task_id=task_id, task_name=name), watch_queries())
+    fields = {"task_id": task_id, "task_name": name}
+    request_id = queued_under(task)
+    if request_id:
+        fields["request_id"] = request_id
+    _running_tasks[task_id] = (bind(**fields), watch_queries())
 
 
 def task_finished(sender=None, task_id=None, **kwargs):
@@ -218,6 +247,7 @@ def task_failed(sender=None, task_id=None, exception=None, einfo=None, **kwargs)
 def connect_celery_signals() -> None:
     from celery import signals
 
+    signals.before_task_publish.connect(task_queued, weak=False, dispatch_uid="svoykrug.logs.task_queued")
     signals.task_prerun.connect(task_started, weak=False, dispatch_uid="svoykrug.logs.task_started")
     signals.task_postrun.connect(task_finished, weak=False, dispatch_uid="svoykrug.logs.task_finished")
     signals.task_failure.connect(task_failed, weak=False, dispatch_uid="svoykrug.logs.task_failed")

@@ -232,6 +232,13 @@ HEALTHCHECK_TIMEOUT_SECONDS = env_positive_int("HEALTHCHECK_TIMEOUT_SECONDS", 3)
 # --- Celery ---------------------------------------------------------------------------
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
+# The broker is Redis too: a hanging one makes enqueueing fail within these timeouts instead of
+# holding the request (the OS's TCP connect timeout is minutes). The worker's BRPOP waits 1 s
+# at a time, well under the socket timeout.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS,
+    "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+}
 # Without a broker the tasks run in the calling process, so the embedded default works alone.
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True

@@ -4,25 +4,32 @@ collecting votes, one that failed its vote, and one the partner cancelled with t
 refunded.
 
 Everything goes through the Event service, so seats, payments, refunds, votes, check-ins and
-attendance bonuses are real ledger entries. The service only makes events in the future:
-a past or running event is made ahead, filled, and then its times are moved (a demo-only
-step, noted where it happens). Safe to run again: an event is looked up by its host and
-title, and one found is left as it is."""
+attendance bonuses are real ledger entries. What happened before today happens on the demo
+clock (`loyalty.demo.clock_at`): the past and the running event were announced days before
+they started, filled, and opened their doors on time, and the failed proposal collected its
+votes over the week before its voting closed; so every row carries its own time. Safe to run
+again: an event is looked up by its host and title, and one found is left as it is."""
 
 import random
-from datetime import timedelta
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Q
+from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import Business, Membership, User
 from events import services
 from events.models import Event, Registration
+from loyalty.demo import clock_at
 from loyalty.services import InsufficientBonuses
 
 SEED = 20261126
 D = Decimal
+# How long before it started an event of the past was announced, by what happens to it.
+ANNOUNCED_BEFORE = {"past": timedelta(days=10), "now": timedelta(days=3)}
+# The failed proposal: put to the vote this long ago, its voting closed a day ago.
+FAILED_VOTE_OPENED = timedelta(days=6)
 
 
 def _plan():
@@ -83,45 +90,45 @@ def seed_events(businesses: list[Business], customers: list[User]) -> dict:
         if Event.objects.filter(business=host, title=title).exists():
             continue
         owner = _host_owner(host)
-        moved = fate in ("past", "now")
-        starts = now + (timedelta(days=2) if moved else offset)
+        starts = now + offset
         proposal = fate in ("vote", "vote-failed")
-        event = services.create_event(
-            services.EventCreate(
-                business=host,
-                title=title,
-                description=f"{title}. Приходите с друзьями — в «Своём Круге» это всегда весело.",
-                category=category,
-                starts_at=starts,
-                ends_at=starts + timedelta(hours=hours),
-                capacity=capacity,
-                price=price,
-                attendance_bonus=bonus,
-                co_hosts=[businesses[index] for index in co_hosts],
-                propose=proposal,
-                vote_threshold=30 if proposal else None,
-                voting_deadline=starts - timedelta(days=2) if proposal else None,
-            ),
-            owner,
-        )
+        voting_deadline = None
+        announced = None  # today, on the real clock
+        if fate in ANNOUNCED_BEFORE:
+            announced = starts - ANNOUNCED_BEFORE[fate]
+        elif fate == "vote-failed":
+            announced, voting_deadline = now - FAILED_VOTE_OPENED, now - timedelta(days=1)
+        elif proposal:
+            voting_deadline = starts - timedelta(days=2)
+        with _clock(announced):
+            event = services.create_event(
+                services.EventCreate(
+                    business=host,
+                    title=title,
+                    description=f"{title}. Приходите с друзьями — в «Своём Круге» это всегда весело.",
+                    category=category,
+                    starts_at=starts,
+                    ends_at=starts + timedelta(hours=hours),
+                    capacity=capacity,
+                    price=price,
+                    attendance_bonus=bonus,
+                    co_hosts=[businesses[index] for index in co_hosts],
+                    propose=proposal,
+                    vote_threshold=30 if proposal else None,
+                    voting_deadline=voting_deadline,
+                ),
+                owner,
+            )
         made += 1
         if proposal:
-            _vote(event, rng.sample(customers, min(len(customers), 25)), rng, failed=fate == "vote-failed", now=now)
+            people = rng.sample(customers, min(len(customers), 25))
+            _vote(event, people[: 12 if fate == "vote-failed" else 25], rng, opened=announced)
             continue
-        # Those who cannot pay the price are passed over for the next customer.
-        taken = 0
-        for person in rng.sample(customers, len(customers)):
-            if taken >= wanted:
-                break
-            try:
-                services.register_for_event(person, event)
-            except InsufficientBonuses:
-                continue
-            taken += 1
+        _register(event, rng.sample(customers, len(customers)), wanted, opened=announced)
         if fate == "cancel":
             services.cancel_event(event, by=owner)
-        elif moved:
-            _run(event, owner, start=now + offset, hours=hours, arrivals=arrive, finished=fate == "past")
+        elif fate in ("past", "now"):
+            _open_doors(event, owner, arrivals=arrive, finished=fate == "past")
     return {
         "events": Event.objects.count(),
         "registrations": Registration.objects.exclude(status=Registration.Status.CANCELLED).count(),
@@ -130,32 +137,51 @@ def seed_events(businesses: list[Business], customers: list[User]) -> dict:
     }
 
 
-def _vote(event: Event, people: list[User], rng: random.Random, *, failed: bool, now) -> None:
-    for person in people[: 12 if failed else 25]:
-        services.process_vote(person, event, "up" if rng.random() < 0.75 else "down")
-    if failed:
-        # Demo-only: the proposal's voting is made to have closed yesterday, short of its threshold.
-        Event.objects.filter(pk=event.pk).update(voting_deadline=now - timedelta(days=1))
-        services.close_votes(now)
+def _clock(moment: datetime | None) -> AbstractContextManager:
+    """The demo clock at `moment`, or the real one for what happens today."""
+    return clock_at(moment) if moment is not None else nullcontext()
 
 
-def _run(event: Event, owner: User, *, start, hours: int, arrivals: int, finished: bool) -> None:
-    """Demo-only: move a filled event to its real time, let people in at the door, and for a
-    past one, finish it and mark the absentees."""
-    now = timezone.now()
-    door = now + timedelta(minutes=10)
-    Event.objects.filter(pk=event.pk).update(
-        starts_at=door, registration_deadline=door, ends_at=door + timedelta(hours=hours)
-    )
-    event.refresh_from_db()
+def _between(opened: datetime | None, closes: datetime, n: int, count: int) -> datetime | None:
+    """The n-th of `count` moments spread evenly from `opened` to `closes` (None: today)."""
+    return None if opened is None else opened + (closes - opened) * (n + 1) / (count + 1)
+
+
+def _register(event: Event, people: list[User], wanted: int, *, opened: datetime | None) -> None:
+    """`wanted` registrations, spread over the time from the announcement to the start;
+    those who cannot pay the price are passed over for the next customer."""
+    taken = 0
+    for person in people:
+        if taken >= wanted:
+            break
+        try:
+            with _clock(_between(opened, event.registration_deadline, taken, wanted)):
+                services.register_for_event(person, event)
+        except InsufficientBonuses:
+            continue
+        taken += 1
+
+
+def _vote(event: Event, people: list[User], rng: random.Random, *, opened: datetime | None) -> None:
+    """The votes, spread over the voting when it was in the past, which then closes short
+    of its threshold."""
+    for n, person in enumerate(people):
+        with _clock(_between(opened, event.voting_deadline, n, len(people))):
+            services.process_vote(person, event, "up" if rng.random() < 0.75 else "down")
+    if opened is not None:
+        with clock_at(event.voting_deadline + timedelta(minutes=5)):  # the task runs every five minutes
+            services.close_votes()
+
+
+def _open_doors(event: Event, owner: User, *, arrivals: int, finished: bool) -> None:
+    """The first `arrivals` to register come in one by one after the start; for a past event
+    the hourly task then finishes it and, a day later, marks the absentees."""
     seated = event.registrations.filter(status=Registration.Status.REGISTERED).order_by("registered_at", "id")
-    for registration in list(seated)[:arrivals]:
-        services.check_in_participant(registration.pk, event=event, by=owner)
-    Event.objects.filter(pk=event.pk).update(
-        starts_at=start, registration_deadline=start, ends_at=start + timedelta(hours=hours)
-    )
-    Registration.objects.filter(event=event).filter(Q(checked_in_at__isnull=False)).update(
-        checked_in_at=start + timedelta(minutes=5)
-    )
+    for n, registration in enumerate(list(seated)[:arrivals]):
+        with clock_at(event.starts_at + timedelta(minutes=2 + n)):
+            services.check_in_participant(registration.pk, event=event, by=owner)
     if finished:
-        services.finish_events(start + timedelta(hours=hours + 48))
+        with clock_at(event.ends_at + timedelta(minutes=30)):
+            services.finish_events()
+        with clock_at(event.ends_at + timedelta(hours=settings.EVENTS_NO_SHOW_AFTER_HOURS, minutes=30)):
+            services.finish_events()

@@ -3,18 +3,26 @@ with redemptions, a few refunds and staff adjustments, expired bonuses, birthday
 and customers in every status tier.
 
 Everything goes through `loyalty.services`, the path real purchases take, so the demo
-ledger is as consistent as a real one. The plan is drawn from a seeded `random.Random`,
-so the same sizes give the same purchases (external ids `demo-00001`, …) and the same
-refund ids and adjustment keys. Seeding is one database transaction and is skipped as a
-whole when the demo purchases already exist: running it again changes nothing.
+ledger is as consistent as a real one. The history is lived in order of time on a demo
+clock (`clock_at`): each purchase, refund, adjustment, change of terms and nightly task runs
+at its own moment, so every row it writes (ledger entries, lots with their hold and expiry,
+tier changes) carries that moment, and the charts show the year as it went. The plan is
+drawn from a seeded `random.Random`, so the same sizes give the same purchases (external ids
+`demo-00001`, …) and the same refund ids and adjustment keys. Seeding is one database
+transaction and is skipped as a whole when the demo purchases already exist: running it
+again changes nothing.
 """
 
 import random
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_DOWN, Decimal
+from functools import partial
+from operator import attrgetter
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -31,6 +39,11 @@ PURCHASE_COUNT = 8000
 HISTORY_DAYS = 364  # a year, just inside LOYALTY_MAX_BACKDATE_DAYS
 SEED = 20261127
 EXTERNAL_ID_PREFIX = "demo-"
+BIRTHDAY_DAYS = 30  # the daily birthday task runs over the last month of the history
+# When the beat schedule (svoykrug/settings.py, in UTC) runs the daily tasks, in local time.
+EXPIRY_TIME = time(0, 10)
+BIRTHDAY_TIME = time(9, 0)
+PROGRAM_TWEAK_TIME = time(10, 0)
 
 # Each business's launch terms, set by the platform's admin.
 PROGRAMS = {
@@ -210,6 +223,37 @@ class Planned:
     redeem_share: float  # how much of what the customer may redeem they choose to; 0: pay in money
     refundable: bool  # a regular customer's, so a refund does not move a planned tier
     external_id: str = ""  # given once the plan is in order of time
+    occurred_at: datetime | None = None  # likewise
+
+
+class Step(NamedTuple):
+    """One thing that happens in the demo's history, and when."""
+
+    at: datetime
+    run: Callable[[], object]
+
+
+@contextmanager
+def clock_at(moment: datetime) -> Iterator[None]:
+    """Demo-only: within the block `django.utils.timezone.now()` is `moment` for every caller
+    (the services, `auto_now` fields, `timezone.localdate()`), so history written through the
+    real services carries its own time instead of the time of seeding.
+
+    It replaces the module's attribute for the whole process: fine for `seed_demo`, never for
+    code that serves requests. Defaults bound at import (`default=timezone.now`, as in
+    `User.date_joined`) keep the real time."""
+    if timezone.is_naive(moment):
+        raise ValueError("The demo clock needs an aware time.")
+    real_now = timezone.now
+
+    def simulated_now() -> datetime:
+        return moment
+
+    timezone.now = simulated_now
+    try:
+        yield
+    finally:
+        timezone.now = real_now
 
 
 @transaction.atomic
@@ -224,7 +268,8 @@ def seed_loyalty(
 ) -> dict:
     """Give the demo businesses their programs and about `purchases` purchases by `customers`
     over the last `days` days, with redemptions, refunds, adjustments, expiries, birthday
-    bonuses and customers in every tier. Does nothing when the demo purchases exist.
+    bonuses and customers in every tier, each at its moment. Does nothing when the demo
+    purchases exist.
 
     Returns the summary of `demo_summary()` with `created` telling whether it seeded."""
     if Transaction.objects.filter(business__in=businesses, external_id__startswith=EXTERNAL_ID_PREFIX).exists():
@@ -235,16 +280,23 @@ def seed_loyalty(
     if not 30 <= days < settings.LOYALTY_MAX_BACKDATE_DAYS:
         raise ValueError(f"The demo's history spans 30 to {settings.LOYALTY_MAX_BACKDATE_DAYS - 1} days.")
     rng = random.Random(seed)
+    now, today = timezone.now(), timezone.localdate()
+    launch_day = today - timedelta(days=days)
 
-    _seed_programs(admin, businesses)
+    # The programs start the day the history does, before its first purchase.
+    with clock_at(_local(launch_day, time())):
+        _launch_programs(admin, businesses)
     customers = [customer for customer in customers if customer.is_active]
     plan = _plan(rng, customers=customers, businesses=businesses, purchases=purchases, days=days, tiers=tiers)
-    _record(plan)
-    _refund_some(rng, plan, purchases)
-    _adjust_some(rng, plan, admin, purchases)
-    today = timezone.localdate()
-    for back in range(30, -1, -1):  # the daily birthday task over the last month
-        services.grant_birthday_bonuses(today - timedelta(days=back))
+    history = [
+        *_program_tweaks(admin, businesses, at=_local(today - timedelta(days=days // 3), PROGRAM_TWEAK_TIME)),
+        *_purchases(plan),
+        *_refunds(rng, plan, purchases),
+        *_adjustments(rng, plan, admin, purchases),
+        *_daily_tasks(launch_day, today, until=now),
+    ]
+    live_through(history)
+    # Today's run of the nightly tasks, at the real time.
     services.check_bonus_expiration()
     services.recompute_all_tiers()
 
@@ -264,18 +316,36 @@ def demo_summary() -> dict:
     }
 
 
-def _seed_programs(admin: User, businesses: list[Business]) -> None:
+def _local(day: date, moment: time) -> datetime:
+    """A moment of a day in the circle's own time zone (TIME_ZONE)."""
+    return datetime.combine(day, moment, tzinfo=timezone.get_current_timezone())
+
+
+def _launch_programs(admin: User, businesses: list[Business]) -> None:
+    for business in businesses:
+        if business.slug in PROGRAMS:
+            services.update_program(business=business, changed_by=admin, **PROGRAMS[business.slug])
+
+
+def _program_tweaks(admin: User, businesses: list[Business], *, at: datetime) -> list[Step]:
+    """The owners' later changes of terms, so the purchases after them earn by the new ones."""
     owners = {
         membership.business_id: membership.user
         for membership in Membership.objects.filter(business__in=businesses, role=Membership.Role.OWNER)
     }
-    for business in businesses:
-        if business.slug in PROGRAMS:
-            services.update_program(business=business, changed_by=admin, **PROGRAMS[business.slug])
-        if business.slug in PROGRAM_TWEAKS:
-            services.update_program(
-                business=business, changed_by=owners.get(business.pk, admin), **PROGRAM_TWEAKS[business.slug]
-            )
+    return [
+        Step(
+            at,
+            partial(
+                services.update_program,
+                business=business,
+                changed_by=owners.get(business.pk, admin),
+                **PROGRAM_TWEAKS[business.slug],
+            ),
+        )
+        for business in businesses
+        if business.slug in PROGRAM_TWEAKS
+    ]
 
 
 # --- The plan ---------------------------------------------------------------------------
@@ -370,101 +440,149 @@ def _plan(rng, *, customers, businesses, purchases, days, tiers) -> list[Planned
             add(regulars[index], business, trade(business).check(rng), join_day, redeem_chance=0.3, refundable=True)
 
     plan.sort(key=lambda item: (-item.day, item.minute, item.seq))
+    todays: dict[str, tuple[zoneinfo.ZoneInfo, date]] = {}
     for number, item in enumerate(plan, start=1):
         item.external_id = f"{EXTERNAL_ID_PREFIX}{number:05d}"
+        zone_name = item.business.time_zone
+        if zone_name not in todays:
+            zone = zoneinfo.ZoneInfo(zone_name)
+            todays[zone_name] = (zone, timezone.localdate(timezone=zone))
+        zone, today = todays[zone_name]
+        day = today - timedelta(days=item.day)
+        item.occurred_at = datetime.combine(day, time(), tzinfo=zone) + timedelta(minutes=item.minute)
     return plan
 
 
-# --- Recording ----------------------------------------------------------------------------
+# --- The history -------------------------------------------------------------------------
 
 
-def _record(plan: list[Planned]) -> None:
-    """Record the plan in order of time through `record_transaction`, asking first how much
-    each redeeming customer may spend, so every redemption succeeds."""
+def live_through(history: list[Step], desc: str = "History") -> None:
+    """Run the history in order of time, each step with the clock at its moment."""
+    # A progress bar on a terminal (`make run`); silent when the output is not one (tests, CI).
+    ordered = sorted(history, key=attrgetter("at"))  # stable: a tie keeps the order given
+    for step in tqdm(ordered, desc=desc, unit=" steps", disable=None, leave=False):
+        with clock_at(step.at):
+            step.run()
+
+
+def _purchases(plan: list[Planned]) -> list[Step]:
+    """Each purchase through `record_transaction` at its time, asking first how much each
+    redeeming customer may spend, so every redemption succeeds."""
     cashiers = {
         membership.business_id: membership.user
         for membership in Membership.objects.filter(role=Membership.Role.CASHIER).select_related("user")
     }
-    todays: dict[str, tuple[zoneinfo.ZoneInfo, date]] = {}
     bought: set = set()
-    # A progress bar on a terminal (`make run`); silent when the output is not one (tests, CI).
-    for item in tqdm(plan, desc="Purchases", unit=" purchases", disable=None, leave=False):
-        business = item.business
-        if business.time_zone not in todays:
-            zone = zoneinfo.ZoneInfo(business.time_zone)
-            todays[business.time_zone] = (zone, timezone.localdate(timezone=zone))
-        zone, today = todays[business.time_zone]
-        day = today - timedelta(days=item.day)
-        occurred_at = datetime.combine(day, time(), tzinfo=zone) + timedelta(minutes=item.minute)
-        redeem = ZERO
-        if item.redeem_share and item.customer.pk in bought:
-            redeem = _redeemable(item, occurred_at)
-        source = trade(business).source
+
+    def record(item: Planned) -> None:
+        redeem = _redeemable(item) if item.redeem_share and item.customer.pk in bought else ZERO
+        source = trade(item.business).source
         services.record_transaction(
-            business=business,
+            business=item.business,
             customer=item.customer,
             external_id=item.external_id,
             amount=item.amount,
             redeem=redeem,
-            occurred_at=occurred_at,
+            occurred_at=item.occurred_at,
             source=source,
-            recorded_by=cashiers.get(business.pk) if source == Transaction.Source.CASHIER else None,
+            recorded_by=cashiers.get(item.business.pk) if source == Transaction.Source.CASHIER else None,
         )
         bought.add(item.customer.pk)
 
+    return [Step(item.occurred_at, partial(record, item)) for item in plan]
 
-def _redeemable(item: Planned, occurred_at: datetime) -> Decimal:
-    """Whole roubles the customer chooses to pay with bonuses: a share of what could be spent
-    both at the time of the purchase and now (when `record_transaction` spends them)."""
+
+def _redeemable(item: Planned) -> Decimal:
+    """Whole roubles the customer chooses to pay with bonuses: a share of what they may
+    spend on this check now (the clock is at the purchase)."""
     account = services.get_account(item.customer)
-    most = min(
-        services.max_redeemable(account=account, business=item.business, check_amount=item.amount),
-        services.spendable_balance(account, at=occurred_at),
-    )
+    most = services.max_redeemable(account=account, business=item.business, check_amount=item.amount)
     return (most * Decimal(str(item.redeem_share))).to_integral_value(rounding=ROUND_DOWN).quantize(Decimal("0.01"))
 
 
-def _refund_some(rng: random.Random, plan: list[Planned], purchases: int) -> None:
-    """A handful of refunds of recent purchases: half in full, half in part (one of those then
-    refunded in full as well)."""
-    candidates = [item for item in plan if item.refundable and item.day <= 45 and item.amount >= 1000]
+def _refunds(rng: random.Random, plan: list[Planned], purchases: int) -> list[Step]:
+    """A handful of refunds of recent purchases, some days after each: half in full, half in
+    part (one of those then refunded in full as well, as many days later again). Every one
+    falls before today."""
+    candidates = [item for item in plan if item.refundable and 3 <= item.day <= 45 and item.amount >= 1000]
     count = min(len(candidates), 2 * max(2, purchases // 600))
     chosen = sorted(rng.sample(candidates, count), key=lambda item: item.external_id)
+    steps = []
     for number, item in enumerate(chosen, start=1):
+        wait = timedelta(days=rng.randint(1, (item.day - 1) // 2))
+        in_full = partial(services.refund_transaction, business=item.business, external_id=item.external_id)
         if number % 2:
-            services.refund_transaction(business=item.business, external_id=item.external_id)
+            steps.append(Step(item.occurred_at + wait, in_full))
             continue
         part = (item.amount * Decimal(str(rng.uniform(0.2, 0.6)))).to_integral_value(rounding=ROUND_DOWN)
-        services.refund_transaction(
-            business=item.business,
-            external_id=item.external_id,
-            amount=part.quantize(Decimal("0.01")),
-            refund_id=f"demo-refund-{number}",
+        steps.append(
+            Step(
+                item.occurred_at + wait,
+                partial(
+                    services.refund_transaction,
+                    business=item.business,
+                    external_id=item.external_id,
+                    amount=part.quantize(Decimal("0.01")),
+                    refund_id=f"demo-refund-{number}",
+                ),
+            )
         )
         if number == 2:  # the rest of it came back later
-            services.refund_transaction(business=item.business, external_id=item.external_id)
+            steps.append(Step(item.occurred_at + 2 * wait, in_full))
+    return steps
 
 
-def _adjust_some(rng: random.Random, plan: list[Planned], admin: User, purchases: int) -> None:
-    """A few manual corrections by managers and by the platform, each with its reason."""
+def _adjustments(rng: random.Random, plan: list[Planned], admin: User, purchases: int) -> list[Step]:
+    """A few manual corrections by managers and by the platform, each with its reason, made
+    an hour or two after a customer's purchase."""
     managers = {
         membership.business_id: membership.user
         for membership in Membership.objects.filter(role=Membership.Role.MANAGER).select_related("user")
     }
-    regular = [item for item in plan if item.refundable]
+    regular = [item for item in plan if item.refundable and item.day >= 2]
     count = min(len(regular), max(3, purchases // 700))
+    steps = []
     for number, item in enumerate(rng.sample(regular, count), start=1):
         amount, by, reason = ADJUSTMENTS[(number - 1) % len(ADJUSTMENTS)]
-        if amount < 0:
-            spendable = services.spendable_balance(services.get_account(item.customer))
-            amount = -min(-amount, spendable.to_integral_value(rounding=ROUND_DOWN))
-            if amount == 0:
-                continue
-        services.adjust_balance(
-            user=item.customer,
-            amount=amount.quantize(Decimal("0.01")),
+        by_manager = by == "manager"
+        adjust = partial(
+            _adjust,
+            customer=item.customer,
+            amount=amount,
             reason=reason,
-            created_by=managers.get(item.business.pk, admin) if by == "manager" else admin,
-            business=item.business if by == "manager" else None,
+            created_by=managers.get(item.business.pk, admin) if by_manager else admin,
+            business=item.business if by_manager else None,
             idempotency_key=f"demo-adjust-{number}",
         )
+        steps.append(Step(item.occurred_at + timedelta(minutes=rng.randint(30, 180)), adjust))
+    return steps
+
+
+def _adjust(
+    *, customer: User, amount: Decimal, reason: str, created_by: User, business: Business | None, idempotency_key: str
+) -> None:
+    if amount < 0:  # takes no more than the customer can spend at the time
+        spendable = services.spendable_balance(services.get_account(customer))
+        amount = -min(-amount, spendable.to_integral_value(rounding=ROUND_DOWN))
+        if amount == 0:
+            return
+    services.adjust_balance(
+        user=customer,
+        amount=amount.quantize(Decimal("0.01")),
+        reason=reason,
+        created_by=created_by,
+        business=business,
+        idempotency_key=idempotency_key,
+    )
+
+
+def _daily_tasks(launch_day: date, today: date, *, until: datetime) -> list[Step]:
+    """The scheduled tasks that write the ledger, run at their times of each day of the
+    history before `until`: the nightly expiry, and the birthday bonuses over its last month."""
+    steps = []
+    for offset in range(1, (today - launch_day).days + 1):
+        day = launch_day + timedelta(days=offset)
+        steps.append(Step(_local(day, EXPIRY_TIME), services.check_bonus_expiration))
+        if (today - day).days <= BIRTHDAY_DAYS:
+            steps.append(Step(_local(day, BIRTHDAY_TIME), partial(services.grant_birthday_bonuses, day)))
+    return [step for step in steps if step.at < until]

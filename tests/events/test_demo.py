@@ -34,6 +34,13 @@ def test_seed_demo_makes_events_in_every_state(settings, tiers):
     assert bonuses.count() == arrived
     assert LedgerEntry.objects.filter(kind="redemption", idempotency_key__startswith="redeem:event:").exists()
     assert ledger_mismatches() == []
+    # Each at its own time: registered before the start, in at the door, the bonus paid then.
+    for registration in Registration.objects.filter(status="checked_in").select_related("event"):
+        event = registration.event
+        assert event.created_at < registration.registered_at < event.starts_at
+        assert event.starts_at < registration.checked_in_at < min(event.ends_at, now)
+        bonus = bonuses.get(idempotency_key=f"event:{event.pk}:attended:{registration.pk}")
+        assert bonus.created_at == registration.checked_in_at
 
     counts = (Event.objects.count(), Registration.objects.count())
     call_command("seed_demo", **SMALL)

@@ -1,14 +1,20 @@
-"""`seed_demo`'s loyalty part: programs, purchases through the real path, every tier, books that balance."""
+"""`seed_demo`'s loyalty part: programs, purchases through the real path, every tier, books that
+balance, and a history written at its own times."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from accounts.demo import BUSINESSES
 from accounts.models import Business
+from analytics import export, schema
+from analytics.models import ExportState
+from analytics.warehouse import get_warehouse
 from integrations.models import CRMIntegration
-from loyalty.demo import EXTERNAL_ID_PREFIX
+from loyalty.demo import EXPIRY_TIME, EXTERNAL_ID_PREFIX, PROGRAMS, clock_at
 from loyalty.models import (
     BonusAccount,
     BonusLot,
@@ -105,3 +111,90 @@ def test_seed_demo_without_enough_customers_for_every_tier_says_so(settings, tie
     with pytest.raises(CommandError, match="at least"):
         call_command("seed_demo", customers=3, purchases=20)
     assert not Transaction.objects.exists()
+
+
+@pytest.mark.django_db
+def test_seed_demo_writes_each_part_of_its_history_at_its_own_time(settings, tiers):
+    """What the charts of bonuses per day read: each purchase's ledger entries and lot carry
+    the purchase's time, not the time of seeding, so the year shows as a year."""
+    settings.DEBUG = True
+    started = timezone.now()
+
+    call_command("seed_demo", **SMALL)
+
+    demo = Transaction.objects.filter(external_id__startswith=EXTERNAL_ID_PREFIX).select_related("business")
+    by_purchase = (
+        LedgerEntry.objects.filter(transaction__in=demo, refund__isnull=True)
+        .exclude(kind="expiry")
+        .select_related("transaction__business", "lot")
+    )
+    accruals = [entry for entry in by_purchase if entry.kind == "accrual"]
+    assert accruals and {entry.kind for entry in by_purchase} == {"accrual", "welcome", "redemption"}
+    for entry in by_purchase:
+        purchase = entry.transaction
+        assert entry.created_at == purchase.occurred_at == purchase.recorded_at, purchase.external_id
+    for entry in accruals:
+        purchase, lot = entry.transaction, entry.lot
+        lifetime = timedelta(days=PROGRAMS[purchase.business.slug]["bonus_lifetime_days"])
+        assert lot.created_at == purchase.occurred_at
+        assert lot.expires_at == purchase.occurred_at + lifetime
+        assert purchase.occurred_at <= lot.spendable_from < lot.expires_at
+
+    # Spread over the year: a day with bonuses for every day with purchases, months apart.
+    accrual_days = sorted({timezone.localdate(entry.created_at) for entry in accruals})
+    purchase_days = {timezone.localdate(purchase.occurred_at) for purchase in demo.filter(bonuses_accrued__gt=0)}
+    assert accrual_days == sorted(purchase_days)
+    assert len(accrual_days) > 100
+    assert accrual_days[-1] - accrual_days[0] > timedelta(days=270)
+
+    # The nightly task expired each lot the night after its end, not everything at seeding.
+    expiries = list(LedgerEntry.objects.filter(kind="expiry").select_related("lot"))
+    assert len({timezone.localdate(entry.created_at) for entry in expiries}) > 5
+    for entry in expiries:
+        assert entry.lot.expires_at <= entry.created_at < entry.lot.expires_at + timedelta(days=1)
+        assert timezone.localtime(entry.created_at).time() == EXPIRY_TIME or entry.created_at >= started
+
+    # Refunds and corrections came after their purchases, before today; the terms changed
+    # once at the start of the history and again within it.
+    for refund in Refund.objects.filter(transaction__in=demo).select_related("transaction"):
+        assert refund.transaction.occurred_at < refund.created_at < started
+        assert set(refund.ledger_entries.values_list("created_at", flat=True)) <= {refund.created_at}
+    corrections = LedgerEntry.objects.filter(idempotency_key__startswith="demo-adjust-")
+    assert corrections.exists() and not corrections.filter(created_at__gte=started).exists()
+    first_purchase = min(purchase.occurred_at for purchase in demo)
+    changes = sorted(ProgramChange.objects.values_list("changed_at", flat=True))
+    assert changes[0] <= first_purchase < changes[-1] < started
+    assert not LedgerEntry.objects.filter(created_at__gt=timezone.now()).exists()
+
+
+@pytest.mark.django_db
+def test_seed_demo_exports_its_history_even_behind_an_earlier_watermark(settings, tiers):
+    """The history is written at past times; an export before seeding (a dashboard opened
+    first) must not leave it out of the warehouse."""
+    settings.DEBUG = True
+    schema.migrate(get_warehouse())
+    export.aggregate_transactions_to_clickhouse()
+    assert ExportState.objects.filter(name="purchases", watermark__isnull=False).exists()
+
+    call_command("seed_demo", **SMALL)
+
+    businesses = [str(pk) for pk in Business.objects.values_list("pk", flat=True)]
+    ((exported, days),) = get_warehouse().execute(
+        "SELECT count(), uniqExact(toDate(occurred_at)) FROM purchases FINAL WHERE business_id IN %(ids)s",
+        {"ids": businesses},
+    )
+    purchases = Transaction.objects.all()
+    assert exported == purchases.count()
+    assert days == len({purchase.occurred_at.date() for purchase in purchases})
+
+
+def test_demo_clock_moves_now_for_every_caller_and_back():
+    moment = timezone.now() - timedelta(days=100)
+
+    with clock_at(moment):
+        assert timezone.now() == moment
+        assert timezone.localdate() == timezone.localtime(moment).date()
+    assert timezone.now() - moment > timedelta(days=99)
+
+    with pytest.raises(ValueError, match="aware"), clock_at(moment.replace(tzinfo=None)):
+        pass

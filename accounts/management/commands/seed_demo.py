@@ -41,7 +41,7 @@ class Command(BaseCommand):
     def handle(self, *args, force=False, customers=CUSTOMER_COUNT, purchases=PURCHASE_COUNT, **options):
         if not settings.DEBUG and not force:
             raise CommandError("seed_demo creates an admin with a known password; with DJANGO_DEBUG off, pass --force.")
-        # One bar over the stages on a terminal (the purchases have their own); silent elsewhere.
+        # One bar over the stages on a terminal (the history has its own); silent elsewhere.
         stages = tqdm(total=7, desc="Demo circle", unit=" stages", disable=None)
 
         def stage(name: str):

@@ -86,7 +86,7 @@ LUA = r"""
 -- Cycles through pre-rendered requests (one per line: METHOD, PATH, AUTHORIZATION, BODY, tab-separated),
 -- counts the statuses of failed answers per thread, and prints one JSON line at the end.
 local requests, index = {}, 0
-failed, first_error = {}, ""  -- globals: done() reads them from each thread
+failed, first_error, cache_hits = {}, "", 0  -- globals: done() reads them from each thread
 
 function init(args)
   for line in io.lines(args[1]) do
@@ -104,6 +104,7 @@ function request()
 end
 
 function response(status, headers, body)
+  if headers["X-Cache"] == "hit" then cache_hits = cache_hits + 1 end
   if status >= 400 then
     failed[status] = (failed[status] or 0) + 1
     if first_error == "" then first_error = tostring(status) .. " " .. string.sub(body or "", 1, 200) end
@@ -114,8 +115,9 @@ local threads = {}
 function setup(thread) table.insert(threads, thread) end
 
 function done(summary, latency, requests)
-  local statuses, sample = {}, ""
+  local statuses, sample, hits = {}, "", 0
   for _, thread in ipairs(threads) do
+    hits = hits + thread:get("cache_hits")
     for status, count in pairs(thread:get("failed")) do
       statuses[#statuses + 1] = string.format('"%d": %d', status, count)
     end
@@ -124,8 +126,8 @@ function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     'RESULT {"requests": %d, "duration_us": %d, "status_errors": %d, "socket_errors": %d, "timeouts": %d, '
-      .. '"p50": %d, "p95": %d, "p99": %d, "max": %d, "statuses": {%s}, "sample": %q}\n',
-    summary.requests, summary.duration, e.status, e.connect + e.read + e.write, e.timeout,
+      .. '"cache_hits": %d, "p50": %d, "p95": %d, "p99": %d, "max": %d, "statuses": {%s}, "sample": %q}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write, e.timeout, hits,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max,
     table.concat(statuses, ", "), sample))
 end
@@ -459,7 +461,7 @@ def run_wrk(port: int, files: dict[str, Path], names, seconds: int, lua: Path) -
 def report(results: dict, seconds: int) -> None:
     say(
         f"\n{'endpoint':<12} {'conns':>5} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} "
-        f"{'p99 ms':>7} {'max ms':>7} {'errors':>7}"
+        f"{'p99 ms':>7} {'max ms':>7} {'errors':>7} {'cached':>7}"
     )
     for name, result in results.items():
         rate = result["requests"] / (result["duration_us"] / 1e6)
@@ -467,6 +469,7 @@ def report(results: dict, seconds: int) -> None:
         say(
             f"{name:<12} {CONNECTIONS[name]:>5} {result['requests']:>9,} {rate:>8.0f} {result['p50'] / 1000:>7.1f} "
             f"{result['p95'] / 1000:>7.1f} {result['p99'] / 1000:>7.1f} {result['max'] / 1000:>7.1f} {errors:>7}"
+            f" {cached_share(result):>7}"
         )
         if errors:
             say(
@@ -492,6 +495,13 @@ def report(results: dict, seconds: int) -> None:
             f"purchases: {rate:.0f}/s, p99 {r['p99'] / 1000:.1f} ms, {errors} errors "
             f"(target >= 400/s, p99 < 100 ms, 0 errors: {verdict})"
         )
+
+
+def cached_share(result: dict) -> str:
+    """The share of answers served from the cache (svoykrug/answers.py marks them X-Cache: hit)."""
+    if not result["cache_hits"]:
+        return "-"
+    return f"{result['cache_hits'] / max(1, result['requests']):.0%}"
 
 
 def main():

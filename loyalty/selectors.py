@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -61,30 +61,29 @@ def account_summary(user: User, *, at: datetime | None = None) -> AccountSummary
             spend_to_next_tier=following.threshold if following else None,
             expiries=[],
         )
-    open_lots = account.lots.filter(remaining__gt=0, expires_at__gt=at)
-    totals = open_lots.aggregate(
-        spendable=Sum("remaining", filter=Q(spendable_from__lte=at)),
-        pending=Sum("remaining", filter=Q(spendable_from__gt=at)),
-        next_release=Min("spendable_from", filter=Q(spendable_from__gt=at)),
-        next_expiry=Min("expires_at"),
+    # Every open lot, once: the totals, the expiries and the next change are all read from them.
+    lots = list(
+        account.lots.filter(remaining__gt=0, expires_at__gt=at)
+        .order_by("expires_at", "id")
+        .values_list("remaining", "spendable_from", "expires_at", "business__name")
     )
     next_tier = StatusTier.objects.filter(threshold__gt=account.spend_365).order_by("threshold").first()
-    expiries = [
-        Expiry(amount=lot.remaining, expires_at=lot.expires_at, business_name=lot.business.name if lot.business else "")
-        for lot in open_lots.select_related("business").order_by("expires_at", "id")
-    ]
+    releases = [spendable_from for _remaining, spendable_from, _expires, _name in lots if spendable_from > at]
     return AccountSummary(
         balance=account.balance,
-        spendable=as_money(totals["spendable"]),
-        pending=as_money(totals["pending"]),
+        spendable=as_money(sum(remaining for remaining, spendable_from, _e, _n in lots if spendable_from <= at)),
+        pending=as_money(sum(remaining for remaining, spendable_from, _e, _n in lots if spendable_from > at)),
         lifetime_earned=account.lifetime_earned,
         clawback_due=account.clawback_due,
         tier=account.tier,
         next_tier=next_tier,
         spend_365=account.spend_365,
         spend_to_next_tier=(next_tier.threshold - account.spend_365) if next_tier else None,
-        expiries=expiries,
-        changes_at=min(filter(None, (totals["next_release"], totals["next_expiry"])), default=None),
+        expiries=[
+            Expiry(amount=remaining, expires_at=expires_at, business_name=name or "")
+            for remaining, _spendable_from, expires_at, name in lots
+        ],
+        changes_at=min([*releases, *(expires_at for _r, _s, expires_at, _n in lots)], default=None),
     )
 
 
@@ -92,7 +91,8 @@ def customer_ledger(user: User) -> QuerySet[LedgerEntry]:
     """The customer's own bonus movements, newest first."""
     return (
         LedgerEntry.objects.filter(account__user=user)
-        .select_related("business", "transaction", "lot__business")
+        .select_related("business")
+        .only("kind", "amount", "business__name", "transaction_id", "reason", "created_at")
         .order_by("-created_at", "-id")
     )
 

@@ -25,6 +25,7 @@ computed from the database as if nothing were cached. ANSWER_CACHE_SECONDS=0 tur
 import hashlib
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
@@ -56,8 +57,9 @@ def enabled() -> bool:
 
 def changed(*scopes: str) -> None:
     """What these scopes cover changed (or is about to, in the current transaction): no
-    answer computed before this call is served again."""
-    if not settings.ANSWER_CACHE_SECONDS or not scopes:
+    answer computed before this call is served again. Renewed even where the cache is
+    turned off, so that processes that keep answers never serve one from before it."""
+    if not scopes:
         return
     _renew(scopes)
     # Again after the commit: a reader that computed between the first renewal and the
@@ -82,19 +84,31 @@ def track(model, scopes_of: Callable[[object], Iterable[str]]) -> None:
     post_delete.connect(renew, sender=model, weak=False, dispatch_uid=f"answers:{model._meta.label}:delete")
 
 
+# Scopes this process could not renew (the cache refused the write): renewed before this
+# process next reads or writes the cache, so an answer from before the write is not served
+# once the cache answers again. Another process may serve one until then.
+_unrenewed: set[str] = set()
+_unrenewed_lock = threading.Lock()
+
+
 def _renew(scopes: Iterable[str]) -> None:
+    with _unrenewed_lock:
+        scopes = {*scopes, *_unrenewed}
+        _unrenewed.clear()
     try:
         cache.set_many({_version_key(scope): secrets.token_hex(8) for scope in scopes}, _version_timeout())
-    except Exception:  # the cache is down: so is every cached answer, until it returns empty
-        logger.warning("Could not renew cached answers of %d scope(s)", len(scopes), exc_info=True)
+    except Exception:
+        with _unrenewed_lock:
+            _unrenewed.update(scopes)
+        logger.warning("Could not renew cached answers of %d scope(s); will retry", len(scopes), exc_info=True)
 
 
 def _answer_key(name: str, request, *, per_customer: bool = True) -> str:
-    # The language is in the key (answers carry translated labels), the page size, and for
-    # answers shared by every customer the host (pages link to each other by absolute URL).
+    # In the key: the language (answers carry translated labels), the page size, and the host
+    # (pages link to each other by absolute URL).
     query = hashlib.blake2b(request.get_full_path().encode(), digest_size=12).hexdigest()
-    whose = request.user.pk if per_customer else request.get_host()
-    return f"answer:{name}:{whose}:{translation.get_language()}:{settings.API_PAGE_SIZE}:{query}"
+    whose = f"{request.user.pk}:" if per_customer else ""
+    return f"answer:{name}:{whose}{request.get_host()}:{translation.get_language()}:{settings.API_PAGE_SIZE}:{query}"
 
 
 Compute = Callable[[], tuple[object, datetime | Callable[[], datetime | None] | None]]
@@ -106,7 +120,10 @@ def cached_answer(request, *, name: str, scopes: list[str], compute: Compute):
     `compute` returns (response, valid_until): the view's own Response, and the moment it
     stops being right by time alone (None: only a change to its scopes makes it wrong), or
     a function giving that moment, called only when the answer is stored. Only 200 answers
-    are stored, rendered as JSON."""
+    are stored, rendered as JSON; an answer in any other form (the browsable API) is never
+    cached."""
+    if getattr(request, "accepted_media_type", "application/json") != "application/json":
+        return compute()[0]
     hit, response = _cached(
         _answer_key(name, request),
         scopes,
@@ -133,6 +150,10 @@ def _cached(key: str, scopes: list[str], compute: Compute, *, keep: Callable) ->
     if not settings.ANSWER_CACHE_SECONDS:
         return False, compute()[0]
     version_keys = [_version_key(scope) for scope in scopes]
+    if _unrenewed:
+        _renew(())
+        if _unrenewed.intersection(scopes):  # the cache still takes no writes: its answers may be stale
+            return False, compute()[0]
     try:
         found = cache.get_many([*version_keys, key])
         versions = [found.get(version_key) for version_key in version_keys]

@@ -22,6 +22,7 @@ from accounts.models import User
 from events.models import Event, Vote
 from events.services.errors import InvalidEvent, VotingClosed
 from events.services.lifecycle import _publish
+from svoykrug import answers
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ def process_vote(user: User, event: Event, vote: str) -> VoteResult:
     except Exception:
         if touched:  # the counters may hold a vote that was never committed
             forget_vote_counts(event.pk)
+            # An events page computed meanwhile may show it: the rollback dropped the renewal on commit.
+            answers.changed("events")
         raise
     return VoteResult(
         up=counts[Vote.Choice.UP],

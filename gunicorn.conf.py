@@ -6,8 +6,10 @@ Every value comes from the environment, with the default in brackets:
 - WEB_CONCURRENCY [2 × the cores this process may use]: worker processes.
 - GUNICORN_TIMEOUT [30]: seconds a request may take before its worker is killed and replaced.
 - GUNICORN_GRACEFUL_TIMEOUT [30]: seconds a worker has to finish its requests on a restart.
-- GUNICORN_MAX_REQUESTS [1000] and GUNICORN_MAX_REQUESTS_JITTER [100]: a worker is replaced after
-  that many requests, plus up to the jitter (so they are not all replaced at once); 0 never.
+- GUNICORN_MAX_REQUESTS [20000] and GUNICORN_MAX_REQUESTS_JITTER [2000]: a worker is replaced after
+  that many requests, plus up to the jitter (so they are not all replaced at once); 0 never. A new
+  worker loads Django again (about a second of CPU, while its requests wait), so this is a guard
+  against slow leaks, not a routine: at 1,000 a busy worker was replaced every few seconds.
 - FORWARDED_ALLOW_IPS [127.0.0.1,::1]: the proxies whose X-Forwarded-Proto gunicorn believes
   (`*` when only the proxy can reach gunicorn).
 
@@ -47,8 +49,8 @@ bind = os.environ.get("GUNICORN_BIND", "").strip() or "0.0.0.0:8000"
 workers = _env_int("WEB_CONCURRENCY", 2 * _cores(), minimum=1)
 timeout = _env_int("GUNICORN_TIMEOUT", 30, minimum=1)
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=1)
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 1000, minimum=0)
-max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 100, minimum=0)
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 20000, minimum=0)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 2000, minimum=0)
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "").strip() or "127.0.0.1,::1"
 
 # As svoykrug/settings.py decides: JSON lines outside DEBUG.

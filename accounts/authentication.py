@@ -3,26 +3,59 @@
 from datetime import UTC, datetime
 
 from django.contrib.auth.models import AnonymousUser
+from django.utils.functional import SimpleLazyObject
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt import authentication
 from rest_framework_simplejwt.exceptions import InvalidToken
+from rest_framework_simplejwt.settings import api_settings
 
+from accounts.models import User
 from accounts.services import access_token_revoked, authenticate_api_key
+from svoykrug import answers
+
+
+class KnownUser(SimpleLazyObject):
+    """A user known to be active by id: the row is read from the database only when the view
+    reads more than the id (a cached answer never does)."""
+
+    def __init__(self, pk):
+        super().__init__(lambda: User.objects.get(pk=pk))
+        # Set on the proxy itself (LazyObject's __setattr__ would load the row).
+        self.__dict__.update(pk=pk, id=pk, is_authenticated=True, is_anonymous=False, is_active=True)
+
+    def __bool__(self):  # `request.user and request.user.is_authenticated` (DRF's permissions)
+        return True
 
 
 class JWTAuthentication(authentication.JWTAuthentication):
     """simplejwt's Bearer authentication, refusing access tokens issued before the user
-    logged out everywhere or closed the account."""
+    logged out everywhere or closed the account.
+
+    What the check needs of an active user (when its tokens became valid) is kept in the
+    cache under the scope `user:<id>`, renewed by every save of the user (closing the
+    account, staff deactivating it) and by logging out everywhere (svoykrug.answers), so a
+    request answered from the cache reads nothing from the database."""
 
     def get_user(self, validated_token):
-        user = super().get_user(validated_token)
+        try:
+            pk = User._meta.pk.to_python(validated_token[api_settings.USER_ID_CLAIM])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InvalidToken(_("Token contained no recognizable user identification")) from exc
+        loaded = None
+
+        def load():
+            nonlocal loaded
+            loaded = super(JWTAuthentication, self).get_user(validated_token)  # refuses a missing or inactive user
+            return {"tokens_valid_after": loaded.tokens_valid_after}, None
+
+        facts = answers.cached_value(f"auth:{pk}", scopes=[f"user:{pk}"], compute=load)
         issued_at = datetime.fromtimestamp(int(validated_token.get("iat", 0)), tz=UTC)
-        if access_token_revoked(user, issued_at):
+        if access_token_revoked(facts["tokens_valid_after"], issued_at):
             raise InvalidToken(_("Token has been revoked"), code="token_revoked")
-        return user
+        return loaded if loaded is not None else KnownUser(pk)
 
 
 class JWTAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -39,6 +39,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from accounts.phones import PhoneCountryNotAllowed, mask_phone, normalize_phone, phone_region
+from svoykrug import answers
 from svoykrug.exceptions import DomainError
 
 logger = logging.getLogger(__name__)
@@ -478,6 +479,7 @@ def revoke_all_tokens(user: User) -> int:
     token issued until now stops working. Returns how many refresh tokens were revoked."""
     now = timezone.now()
     User.objects.filter(pk=user.pk).update(tokens_valid_after=now)
+    answers.changed(f"user:{user.pk}")  # what JWTAuthentication keeps of the user
     user.tokens_valid_after = now
     live = OutstandingToken.objects.filter(user=user, blacklistedtoken__isnull=True)
     revoked = BlacklistedToken.objects.bulk_create(
@@ -486,9 +488,9 @@ def revoke_all_tokens(user: User) -> int:
     return len(revoked)
 
 
-def access_token_revoked(user: User, issued_at: datetime) -> bool:
-    """Whether an access token issued at `issued_at` was revoked by logout-everywhere."""
-    valid_after = user.tokens_valid_after
+def access_token_revoked(valid_after: datetime | None, issued_at: datetime) -> bool:
+    """Whether an access token issued at `issued_at` was revoked by logout-everywhere at
+    `valid_after` (the user's tokens_valid_after)."""
     return valid_after is not None and issued_at < valid_after.replace(microsecond=0)
 
 

@@ -389,7 +389,7 @@ def start_gunicorn(port: int, workers: int, threads: int) -> subprocess.Popen:
     raise SystemExit("gunicorn did not start")
 
 
-def write_requests(folder: Path, circle: dict, seconds: int) -> dict[str, Path]:
+def write_requests(folder: Path, circle: dict, seconds: int, readers: int | None) -> dict[str, Path]:
     """One file of requests per endpoint, enough that purchases never repeat an id."""
     rng = random.Random(9)
     tokens, phones = circle["tokens"], circle["phones"]
@@ -407,7 +407,7 @@ def write_requests(folder: Path, circle: dict, seconds: int) -> dict[str, Path]:
         ("coupons", "/api/v1/me/coupons/"),
         ("events", "/api/v1/events/"),
     ]:
-        write(name, [f"GET\t{path}\tBearer {token}\t" for token in tokens])
+        write(name, [f"GET\t{path}\tBearer {token}\t" for token in tokens[:readers]])
     purchases = []
     for index in range(max(20_000, 1500 * seconds)):
         business = businesses[index % len(businesses)]
@@ -512,6 +512,11 @@ def main():
     parser.add_argument("--partners", type=int, default=20)
     parser.add_argument("--customers", type=int, default=3000)
     parser.add_argument("--only", choices=["reads", "writes"], help="one side of the mix alone")
+    parser.add_argument(
+        "--readers",
+        type=int,
+        help="customers whose apps read (default: every customer, each read another's: the cache is cold)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
@@ -535,9 +540,13 @@ def main():
         with tempfile.TemporaryDirectory() as folder:
             lua = Path(folder) / "mix.lua"
             lua.write_text(LUA)
-            files = write_requests(Path(folder), circle, args.seconds)
+            files = write_requests(Path(folder), circle, args.seconds, args.readers)
             run_wrk(port, {n: files[n] for n in names}, names, 3, lua)  # warm-up: imports, connections
-            say(f"\nload: {args.seconds} s, gunicorn {args.workers} workers ({kind}), wrk 1 thread per endpoint")
+            readers = f"{min(args.readers or len(circle['tokens']), len(circle['tokens'])):,} customers reading"
+            say(
+                f"\nload: {args.seconds} s, gunicorn {args.workers} workers ({kind}), wrk 1 thread per endpoint, "
+                f"{readers}"
+            )
             results = run_wrk(port, files, names, args.seconds, lua)
     finally:
         server.terminate()

@@ -144,6 +144,12 @@ def cached_data(request, *, name: str, scopes: list[str], compute: Compute):
     return _cached(_answer_key(name, request, per_customer=False), scopes, compute, keep=lambda data: data)[1]
 
 
+def cached_value(key: str, *, scopes: list[str], compute: Compute):
+    """Any value kept under `key` until its scopes change; `compute` as for `cached_answer`,
+    returning the value. The value must not be None."""
+    return _cached(f"value:{key}", scopes, compute, keep=lambda value: value)[1]
+
+
 def _cached(key: str, scopes: list[str], compute: Compute, *, keep: Callable) -> tuple[bool, object]:
     """(True, what was kept) from the cache, or (False, what compute() gave), storing
     keep(it) unless that is None."""

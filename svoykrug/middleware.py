@@ -77,8 +77,11 @@ class RequestContextMiddleware:
 def _user_id(request) -> str | None:
     """The logged-in user's id, without loading a session nobody looked at."""
     user = getattr(request, "user", None)
-    if user is None or (isinstance(user, SimpleLazyObject) and user._wrapped is empty):
+    if user is None:
         return None
+    if isinstance(user, SimpleLazyObject) and user._wrapped is empty:
+        known = user.__dict__.get("pk")  # accounts.authentication.KnownUser: the id without the row
+        return str(known) if known is not None else None
     if getattr(user, "is_authenticated", False):
         return str(user.pk)
     return None

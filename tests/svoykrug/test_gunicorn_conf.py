@@ -75,7 +75,7 @@ def test_defaults(load):
     assert conf["bind"] == "0.0.0.0:8000"
     assert conf["workers"] == 2 * len(os.sched_getaffinity(0))
     assert (conf["timeout"], conf["graceful_timeout"]) == (30, 30)
-    assert (conf["max_requests"], conf["max_requests_jitter"]) == (1000, 100)
+    assert (conf["max_requests"], conf["max_requests_jitter"]) == (20000, 2000)
     assert conf["forwarded_allow_ips"] == "127.0.0.1,::1"
 
 

@@ -4,6 +4,7 @@
     .venv/bin/python bench/load.py               # 30 s of mixed load
     .venv/bin/python bench/load.py --seconds 60 --workers 4 --threads 4
     .venv/bin/python bench/load.py --only reads  # or --only writes: one side alone
+    .venv/bin/python bench/load.py --only reads --readers 300  # 300 customers' apps open
 
 What it does:
 1. Recreates a PostgreSQL database (LOAD_DATABASE_URL, default
@@ -26,7 +27,10 @@ What it does:
    bonuses; partial refunds; a CRM webhook), and prints per endpoint: requests, requests/s,
    p50/p95/p99/max latency and errors (non-2xx, socket errors, timeouts), with the totals
    against the issue's targets (>= 1,000 mobile reads/s with p99 < 50 ms, >= 400
-   purchases/s with p99 < 100 ms, no errors).
+   purchases/s with p99 < 100 ms, no errors), and the share of reads answered from the cache
+   (svoykrug/answers.py marks them `X-Cache: hit`). Each read is another customer's until
+   all have read (every answer a first view, computed); --readers N cycles through N
+   customers only, the steady state of N apps open and refreshing.
 5. Checks the books afterwards (`verify_ledger`).
 
 Why wrk: the server is what is measured, and on this 2-core machine the load generator

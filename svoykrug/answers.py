@@ -18,14 +18,19 @@ served after it. Names and descriptions shown beside the money (a partner's name
 wording) are not scopes: an answer lives at most ANSWER_CACHE_SECONDS, which bounds how long
 they can lag.
 
-A cache that is down or slow costs the cache's timeout and nothing else: the answer is
-computed from the database as if nothing were cached. ANSWER_CACHE_SECONDS=0 turns it off.
+A cache that is down or slow costs one request the cache's timeout: the process then leaves
+the cache alone for CACHE_RETRY_SECONDS, computing every answer from the database and keeping
+the scopes it could not renew, which it renews before it serves from the cache again (past
+MAX_UNRENEWED of them, the scope every answer has, retiring them all).
+ANSWER_CACHE_SECONDS=0 turns caching off (the default without Redis: a cache local to each
+process could not be renewed by the others).
 """
 
 import hashlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
@@ -41,6 +46,12 @@ logger = logging.getLogger(__name__)
 
 # How much longer a scope's version outlives the answers stored under it.
 VERSION_MARGIN_SECONDS = 3600
+# After the cache failed, how long this process leaves it alone.
+CACHE_RETRY_SECONDS = 5
+# Scopes kept for renewal past this many are replaced by EVERYTHING.
+MAX_UNRENEWED = 10_000
+# A scope of every answer: renewing it retires them all.
+EVERYTHING = "everything"
 
 
 def _version_key(scope: str) -> str:
@@ -84,23 +95,54 @@ def track(model, scopes_of: Callable[[object], Iterable[str]]) -> None:
     post_delete.connect(renew, sender=model, weak=False, dispatch_uid=f"answers:{model._meta.label}:delete")
 
 
-# Scopes this process could not renew (the cache refused the write): renewed before this
-# process next reads or writes the cache, so an answer from before the write is not served
-# once the cache answers again. Another process may serve one until then.
+# Scopes this process could not renew (the cache refused the write or was left alone):
+# renewed before this process next serves from the cache, so an answer from before the write
+# is not served once the cache answers again. Another process may serve one until then.
 _unrenewed: set[str] = set()
-_unrenewed_lock = threading.Lock()
+_lock = threading.Lock()
+_left_alone_until = 0.0  # on _clock
+_clock = time.monotonic
+
+
+def _cache_failed(what: str) -> None:
+    """Leave the cache alone for a while; say so once per outage, not once per request."""
+    global _left_alone_until
+    now = _clock()
+    first = now >= _left_alone_until
+    _left_alone_until = now + CACHE_RETRY_SECONDS
+    if first:
+        logger.warning("%s; leaving the cache alone for %d s", what, CACHE_RETRY_SECONDS, exc_info=True)
+
+
+def _cache_usable() -> bool:
+    return _clock() >= _left_alone_until
+
+
+def forget_failures() -> None:
+    """Start afresh (tests): no scope waiting for renewal, the cache not left alone."""
+    global _left_alone_until
+    with _lock:
+        _unrenewed.clear()
+        _left_alone_until = 0.0
 
 
 def _renew(scopes: Iterable[str]) -> None:
-    with _unrenewed_lock:
+    with _lock:
         scopes = {*scopes, *_unrenewed}
         _unrenewed.clear()
-    try:
-        cache.set_many({_version_key(scope): secrets.token_hex(8) for scope in scopes}, _version_timeout())
-    except Exception:
-        with _unrenewed_lock:
-            _unrenewed.update(scopes)
-        logger.warning("Could not renew cached answers of %d scope(s); will retry", len(scopes), exc_info=True)
+    if not scopes:
+        return
+    if _cache_usable():
+        try:
+            cache.set_many({_version_key(scope): secrets.token_hex(8) for scope in scopes}, _version_timeout())
+            return
+        except Exception:
+            _cache_failed(f"Could not renew cached answers of {len(scopes)} scope(s)")
+    with _lock:
+        _unrenewed.update(scopes)
+        if len(_unrenewed) > MAX_UNRENEWED:
+            _unrenewed.clear()
+            _unrenewed.add(EVERYTHING)
 
 
 def _answer_key(name: str, request, *, per_customer: bool = True) -> str:
@@ -153,13 +195,14 @@ def cached_value(key: str, *, scopes: list[str], compute: Compute):
 def _cached(key: str, scopes: list[str], compute: Compute, *, keep: Callable) -> tuple[bool, object]:
     """(True, what was kept) from the cache, or (False, what compute() gave), storing
     keep(it) unless that is None."""
-    if not settings.ANSWER_CACHE_SECONDS:
+    if not settings.ANSWER_CACHE_SECONDS or not _cache_usable():
         return False, compute()[0]
-    version_keys = [_version_key(scope) for scope in scopes]
+    scopes = [*scopes, EVERYTHING]
     if _unrenewed:
         _renew(())
-        if _unrenewed.intersection(scopes):  # the cache still takes no writes: its answers may be stale
+        if _unrenewed.intersection(scopes):  # not renewed yet: the cache's answers may be stale
             return False, compute()[0]
+    version_keys = [_version_key(scope) for scope in scopes]
     try:
         found = cache.get_many([*version_keys, key])
         versions = [found.get(version_key) for version_key in version_keys]
@@ -171,7 +214,7 @@ def _cached(key: str, scopes: list[str], compute: Compute, *, keep: Callable) ->
                 return True, kept
         versions = _current_versions(version_keys, versions)
     except Exception:
-        logger.warning("Cached answers unavailable", exc_info=True)
+        _cache_failed("Cached answers unavailable")
         return False, compute()[0]
     result, valid_until = compute()
     kept = keep(result)
@@ -184,7 +227,7 @@ def _cached(key: str, scopes: list[str], compute: Compute, *, keep: Callable) ->
         try:
             cache.set(key, (versions, valid_until, kept), timeout)
         except Exception:
-            logger.warning("Could not store a cached answer", exc_info=True)
+            _cache_failed("Could not store a cached answer")
     return False, result
 
 

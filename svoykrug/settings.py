@@ -190,8 +190,9 @@ else:
 
 # The mobile app's busiest reads (balance, history, coupons, events) are kept rendered in the
 # cache per customer until what they show changes (svoykrug/answers.py); this is the longest
-# an answer lives, which bounds how long a renamed partner can lag in one. 0 turns it off.
-ANSWER_CACHE_SECONDS = env_non_negative_int("ANSWER_CACHE_SECONDS", 300)
+# an answer lives, which bounds how long a renamed partner can lag in one. 0 turns it off,
+# the default without Redis: a cache local to each process cannot be renewed by the others.
+ANSWER_CACHE_SECONDS = env_non_negative_int("ANSWER_CACHE_SECONDS", 300 if REDIS_URL else 0)
 
 # Uploaded files (CSV imports waiting for the worker). Web and worker must share it:
 # one host's disk, or a shared volume, or object storage through Django's STORAGES.

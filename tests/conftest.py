@@ -40,10 +40,16 @@ def _service_markers(request):
 
 
 @pytest.fixture(autouse=True)
-def _clean_cache():
+def _clean_cache(settings):
+    from svoykrug import answers
+
+    # Cached answers on, as with Redis in production (without REDIS_URL they default to off).
+    settings.ANSWER_CACHE_SECONDS = 300
+    answers.forget_failures()
     cache.clear()
     yield
     cache.clear()
+    answers.forget_failures()
 
 
 @pytest.fixture

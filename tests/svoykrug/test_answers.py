@@ -27,6 +27,7 @@ from events.services import votes as event_votes
 from loyalty import selectors
 from loyalty import services as loyalty
 from loyalty.models import BonusLot, LedgerEntry
+from svoykrug import answers
 from tests.factories import BusinessFactory, LoyaltyProgramFactory, MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -481,6 +482,65 @@ def test_a_purchase_made_while_the_cache_refused_writes_is_not_hidden_by_an_olde
             buy(cafe, anna, "p2", "1000.00")
 
     assert ask(client, CARD)[0].json()["balance"] == "100.00"
+
+
+def test_after_a_failure_the_cache_is_left_alone_then_used_again_without_a_stale_answer(
+    locmem_cache, monkeypatch, anna, cafe, django_capture_on_commit_callbacks
+):
+    """A hanging Redis must not cost every request its timeout: after one failure the process
+    leaves the cache alone for CACHE_RETRY_SECONDS; the scopes written meanwhile are renewed
+    before anything is served from the cache again."""
+    buy(cafe, anna, "p1", "1000.00")
+    client = login(anna)
+    ask(client, CARD, expect="miss")
+    ask(client, CARD, expect="hit")
+    calls = []
+    backend = type(caches["default"])
+    real_get_many = backend.get_many
+
+    with monkeypatch.context() as outage:
+
+        def hanging(self, *args, **kwargs):
+            calls.append("get_many")
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+
+        outage.setattr(backend, "get_many", hanging)
+        outage.setattr(backend, "set_many", hanging)
+        ask(client, CARD, expect="miss")
+        assert calls == ["get_many"]  # the one request that found out
+        with django_capture_on_commit_callbacks(execute=True):
+            buy(cafe, anna, "p2", "1000.00")
+        assert ask(client, CARD, expect="miss")[0].json()["balance"] == "100.00"
+        assert calls == ["get_many"]  # left alone: neither the reads nor the renewals tried it
+
+    monkeypatch.setattr(backend, "get_many", real_get_many)
+    later(monkeypatch)
+    # The cache holds the card from before p2 with the versions of then: renewed first.
+    assert ask(client, CARD, expect="miss")[0].json()["balance"] == "100.00"
+    assert ask(client, CARD, expect="hit")[0].json()["balance"] == "100.00"
+
+
+def test_past_so_many_scopes_waiting_for_renewal_every_answer_is_retired(locmem_cache, monkeypatch, anna, cafe):
+    buy(cafe, anna, "p1", "1000.00")
+    client = login(anna)
+    ask(client, CARD, expect="miss")
+    ask(client, CARD, expect="hit")
+    monkeypatch.setattr(answers, "MAX_UNRENEWED", 3)
+
+    with monkeypatch.context() as outage:
+        break_the_cache(outage, RuntimeError("down"), methods=("set_many",))
+        answers.changed("loyalty:someone", "loyalty:another", "coupons:someone", "events")
+
+    assert answers._unrenewed == {answers.EVERYTHING}
+    later(monkeypatch)
+    assert ask(client, CARD, expect="miss")[0].status_code == 200  # Anna's card was retired too
+    assert answers._unrenewed == set()
+
+
+def later(monkeypatch):
+    """Past the time the process leaves a failed cache alone."""
+    now = answers._clock()
+    monkeypatch.setattr(answers, "_clock", lambda: now + answers.CACHE_RETRY_SECONDS + 1)
 
 
 # --- Bulk writes --------------------------------------------------------------------------------

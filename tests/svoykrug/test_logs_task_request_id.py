@@ -1,6 +1,7 @@
 """A task queued while a request is handled carries the request's id in its message's headers,
 and the worker's lines about it (and about the tasks it queues in turn) carry that id."""
 
+import contextlib
 import io
 import json
 import logging
@@ -51,10 +52,14 @@ def broker():
             return message.headers
 
         def pending(self) -> int:
-            return queue.qsize()
+            try:
+                return queue.qsize()
+            except connection.channel_errors:  # Redis drops a queue once it is empty
+                return 0
 
     yield Worker()
-    queue.clear()
+    with contextlib.suppress(connection.channel_errors):  # Redis drops a queue once it is empty
+        queue.clear()
     connection.release()
 
 

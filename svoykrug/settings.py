@@ -34,8 +34,8 @@ def env_positive_int(name: str, default: int) -> int:
 
 
 def env_non_negative_int(name: str, default: int) -> int:
-    """An integer that may be 0 (off); a negative value stops start-up."""
-    value = env.int(name, default=default)
+    """An integer that may be 0 (off); empty means the default; a negative value stops start-up."""
+    value = env.int(name, default=default) if env.str(name, default="") else default
     if value < 0:
         raise ImproperlyConfigured(f"{name} must be 0 or more, got {value}.")
     return value

@@ -1,8 +1,28 @@
-"""Fixtures for the notification channels: a local fake SMS.ru and settings that point at it."""
+"""Fixtures for the notification channels: a fake push backend, a local fake SMS.ru and settings
+that point at it."""
 
 import pytest
 
+from notifications.channels.push import PushOutcome
 from tests.fakes.smsru import FakeSmsRu
+
+
+class FakePush:
+    """The push backend, recording what was sent; `outcome` (if set) answers every token."""
+
+    def __init__(self):
+        self.sent, self.outcome = [], None
+
+    def send(self, tokens, title, body, data=None):
+        self.sent.append((tokens, title, body))
+        return [self.outcome or PushOutcome(token=t, ok=True, message_id=f"push-{len(self.sent)}") for t in tokens]
+
+
+@pytest.fixture
+def push(monkeypatch):
+    fake = FakePush()
+    monkeypatch.setattr("notifications.channels.push.get_push_backend", lambda: fake)
+    return fake
 
 
 @pytest.fixture

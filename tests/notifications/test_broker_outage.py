@@ -16,7 +16,6 @@ from kombu.exceptions import OperationalError
 
 from loyalty import services as loyalty
 from notifications import services
-from notifications.channels.push import PushOutcome
 from notifications.models import NotificationLog
 from notifications.tasks import deliver_notification, notify_event, send_due_notifications
 from tests.factories import BusinessFactory, LoyaltyProgramFactory, UserFactory
@@ -50,22 +49,6 @@ class Broker:
 @pytest.fixture
 def broker(monkeypatch):
     return Broker(monkeypatch)
-
-
-class FakePush:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, tokens, title, body, data=None):
-        self.sent.append((tokens, title, body))
-        return [PushOutcome(token=token, ok=True, message_id=f"push-{len(self.sent)}") for token in tokens]
-
-
-@pytest.fixture
-def push(monkeypatch):
-    fake = FakePush()
-    monkeypatch.setattr("notifications.channels.push.get_push_backend", lambda: fake)
-    return fake
 
 
 @pytest.fixture

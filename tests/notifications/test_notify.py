@@ -20,22 +20,6 @@ from tests.factories import BusinessFactory, LoyaltyProgramFactory, UserFactory
 pytestmark = pytest.mark.django_db
 
 
-class FakePush:
-    def __init__(self):
-        self.sent, self.outcome = [], None
-
-    def send(self, tokens, title, body, data=None):
-        self.sent.append((tokens, title, body))
-        return [self.outcome or PushOutcome(token=t, ok=True, message_id=f"push-{len(self.sent)}") for t in tokens]
-
-
-@pytest.fixture
-def push(monkeypatch):
-    fake = FakePush()
-    monkeypatch.setattr("notifications.channels.push.get_push_backend", lambda: fake)
-    return fake
-
-
 @pytest.fixture
 def customer(db):
     return UserFactory(phone="+79991112233", email="", marketing_consent=True)

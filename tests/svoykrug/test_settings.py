@@ -19,7 +19,7 @@ def load_settings(**env) -> subprocess.CompletedProcess:
         "print(json.dumps({'debug': settings.DEBUG, 'eager': settings.CELERY_TASK_ALWAYS_EAGER, "
         "'broker': settings.CELERY_BROKER_URL, 'cache': settings.CACHES['default']['BACKEND'], "
         "'db': settings.DATABASES['default']['ENGINE'], 'attempts': settings.OTP_MAX_ATTEMPTS, "
-        "'review': settings.OTP_REVIEW_PHONES}))"
+        "'review': settings.OTP_REVIEW_PHONES, 'answers': settings.ANSWER_CACHE_SECONDS}))"
     )
     return subprocess.run(
         [sys.executable, "-c", code],
@@ -50,6 +50,7 @@ def test_embedded_defaults_need_nothing_but_a_secret_key():
     assert loaded["broker"] == "memory://"
     assert loaded["cache"].endswith("LocMemCache")
     assert loaded["attempts"] == 5
+    assert loaded["answers"] == 0  # a per-process cache cannot be renewed by the other processes
 
 
 def test_redis_url_makes_the_broker_and_the_cache():
@@ -61,6 +62,7 @@ def test_redis_url_makes_the_broker_and_the_cache():
     assert loaded["eager"] is False
     assert loaded["broker"] == "redis://127.0.0.1:6379/3"
     assert loaded["cache"].endswith("RedisCache")
+    assert loaded["answers"] == 300
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,7 @@ def test_redis_url_makes_the_broker_and_the_cache():
         ({"OTP_MAX_ATTEMPTS": "0"}, "OTP_MAX_ATTEMPTS must be a positive integer"),
         ({"OTP_MAX_ATTEMPTS": "five"}, "five"),
         ({"OTP_REVIEW_PHONES": "+79990000000"}, "OTP_REVIEW_PHONES"),
+        ({"ANSWER_CACHE_SECONDS": "-1"}, "ANSWER_CACHE_SECONDS must be 0 or more"),
     ],
 )
 def test_bad_limits_stop_start_up(env, message):

@@ -543,17 +543,17 @@ class EventListView(generics.ListAPIView):
         # The page is the same for every customer but for their own registration and vote: it
         # is kept once for all, and each customer's answer adds theirs. Seats, votes and
         # registrations are everyone's, so any change to any event renews the scope "events".
-        def for_everyone():
+        def shared_page():
             self.now = timezone.now()
             page = super(EventListView, self).get(request, *args, **kwargs).data
             changes_at = next_listing_change(self.now) if answers.enabled() else None
             return {"page": page, "changes_at": changes_at}, changes_at
 
-        def for_this_customer():
-            shared = answers.cached_data(request, name="events-page", scopes=["events"], compute=for_everyone)
+        def customers_page():
+            shared = answers.cached_data(request, name="events-page", scopes=["events"], compute=shared_page)
             return Response(with_customer(shared["page"], request.user)), shared["changes_at"]
 
-        return answers.cached_answer(request, name="events", scopes=["events"], compute=for_this_customer)
+        return answers.cached_answer(request, name="events", scopes=["events"], compute=customers_page)
 
 
 def get_visible_event(customer: User, pk) -> Event:

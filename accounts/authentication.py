@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import ValidationError
 from django.utils.functional import SimpleLazyObject
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -42,7 +43,7 @@ class JWTAuthentication(authentication.JWTAuthentication):
     def get_user(self, validated_token):
         try:
             pk = User._meta.pk.to_python(validated_token[api_settings.USER_ID_CLAIM])
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, ValidationError) as exc:
             raise InvalidToken(_("Token contained no recognizable user identification")) from exc
         loaded = None
 

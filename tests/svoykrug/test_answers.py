@@ -690,3 +690,14 @@ def test_a_view_that_reads_more_than_the_id_gets_the_whole_user(anna, cafe):
     assert profile.status_code == 200
     assert profile.json()["phone"] == anna.phone
     assert any("accounts_user" in query["sql"] for query in queries)  # read when the view needed it
+
+
+def test_a_signed_token_whose_user_id_is_not_an_id_is_refused(anna, cafe):
+    token = RefreshToken.for_user(anna).access_token
+    token["user_id"] = "not-a-uuid"
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    response = client.get(CARD)
+
+    assert response.status_code == 401

@@ -20,15 +20,15 @@ recreated on every run). Run by hand; nothing here is a test.
 """
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import recreate_database  # noqa: E402
 
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/svoykrug_bench")
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "1000000"))
@@ -52,17 +52,6 @@ os.environ.update(
 )
 # BENCH_REUSE=1: keep the PostgreSQL data of the last run (the generation takes minutes).
 REUSE = os.environ.get("BENCH_REUSE") == "1"
-
-
-def recreate_database():
-    import psycopg
-
-    name = urlparse(DATABASE_URL).path.lstrip("/")
-    admin_url = DATABASE_URL.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
 
 
 def fill():
@@ -165,7 +154,7 @@ def main():
     state = "reused" if REUSE else "recreated"
     print(f"PostgreSQL: {DATABASE_URL} ({state}); {CUSTOMERS:,} customers, {PURCHASES:,} purchases")
     if not REUSE:
-        recreate_database()
+        recreate_database(DATABASE_URL)
     import django
 
     django.setup()

@@ -52,6 +52,8 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import fill_expired_lots, recreate_database  # noqa: E402
+
 DATABASE_URL = os.environ.get("FAULTS_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/svoykrug_faults_bench")
 REDIS_URL = os.environ.get("FAULTS_REDIS_URL", "redis://127.0.0.1:6379/14")
 MEDIA_ROOT = tempfile.mkdtemp(prefix="svoykrug-faults-media-")
@@ -104,17 +106,6 @@ WORKERS: list["Worker"] = []
 
 def say(text: str) -> None:
     print(f"[{time.monotonic() - STARTED:6.1f} s] {text}", flush=True)
-
-
-def recreate_database() -> None:
-    import psycopg
-
-    name = urlparse(DATABASE_URL).path.lstrip("/")
-    admin_url = DATABASE_URL.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
 
 
 def redis_client():
@@ -203,46 +194,6 @@ def verify_ledger() -> tuple[bool, str]:
 # --- Bonus expiry -----------------------------------------------------------------------------------
 
 
-def fill_expired_lots(lots: int, accounts: int) -> None:
-    """`accounts` customers with `lots` expired lots between them, 10.00 each, with the accrual
-    entries that made them (the books balance before the run)."""
-    from django.db import connection
-
-    from accounts.models import Business
-
-    Business.objects.create(name="Faults café", slug="faults-cafe", category="cafe")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO accounts_user (id, phone, first_name, last_name, email, marketing_consent, is_staff,
-                                       is_active, is_superuser, date_joined, password)
-            SELECT md5('faults' || g)::uuid, '+7988' || lpad(g::text, 7, '0'), '', '', '', false, false,
-                   true, false, now(), '!'
-            FROM generate_series(1, %(accounts)s) g;
-
-            INSERT INTO loyalty_bonusaccount (user_id, balance, lifetime_earned, clawback_due, spend_365,
-                                              created_at, updated_at)
-            SELECT md5('faults' || g)::uuid, (%(lots)s / %(accounts)s) * 10.00, (%(lots)s / %(accounts)s) * 10.00,
-                   0, 0, now(), now()
-            FROM generate_series(1, %(accounts)s) g;
-
-            INSERT INTO loyalty_bonuslot (account_id, business_id, amount, remaining, spendable_from, expires_at,
-                                          created_at)
-            SELECT a.id, b.id, 10.00, 10.00, now() - interval '400 days', now() - interval '1 day', now()
-            FROM loyalty_bonusaccount a
-            CROSS JOIN generate_series(1, %(lots)s / %(accounts)s)
-            CROSS JOIN (SELECT id FROM accounts_business LIMIT 1) b;
-
-            INSERT INTO loyalty_ledgerentry (account_id, kind, amount, business_id, lot_id, idempotency_key,
-                                             reason, created_at)
-            SELECT account_id, 'accrual', amount, business_id, id, 'faults-accrual:' || id, '', now()
-            FROM loyalty_bonuslot;
-            ANALYZE;
-            """,
-            {"accounts": accounts, "lots": lots},
-        )
-
-
 def expiry_state() -> dict:
     from django.db.models import Count, Sum
 
@@ -262,12 +213,14 @@ def expiry_state() -> dict:
 
 
 def kill_expiry(args, logs: Path) -> bool:
+    from accounts.models import Business
     from loyalty import tasks
     from loyalty.models import LedgerEntry
 
     accounts = max(1, args.lots // 10)
     say(f"filling {args.lots:,} expired lots of {accounts:,} customers")
-    fill_expired_lots(args.lots, accounts)
+    Business.objects.create(name="Faults café", slug="faults-cafe", category="cafe")
+    fill_expired_lots(lots=args.lots, accounts=accounts, tag="faults")
     ok, ledger = verify_ledger()
     say(f"before: {ledger}")
 
@@ -471,7 +424,7 @@ def main():
     others = [client for client in redis_client().client_list() if int(client.get("db", -1)) == db]
     if len(others) > 1:  # ourselves, and someone else: another worker would take the task
         raise SystemExit(f"Redis db {db} has other clients ({len(others) - 1}); stop them or set FAULTS_REDIS_URL.")
-    recreate_database()
+    recreate_database(DATABASE_URL)
     redis_client().flushdb()
     import django
 

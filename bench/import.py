@@ -27,9 +27,12 @@ import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import recreate_database  # noqa: E402
+
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/svoykrug_bench")
 ROWS = int(os.environ.get("BENCH_ROWS", "200000"))
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "20000"))
@@ -51,14 +54,8 @@ def manage(*args, capture=False):
     )
 
 
-def recreate_database():
-    import psycopg
-
-    name = urlparse(DATABASE_URL).path.lstrip("/")
-    admin_url = DATABASE_URL.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+def prepare_database():
+    recreate_database(DATABASE_URL, migrate=False)
     manage("migrate", "-v0")
     manage(
         "shell",
@@ -97,7 +94,7 @@ def run_import(path: Path, rows: int) -> None:
 
 def main():
     print(f"Database: {DATABASE_URL} (recreated)")
-    recreate_database()
+    prepare_database()
     with tempfile.TemporaryDirectory() as folder:
         small, large = Path(folder) / "quarter.csv", Path(folder) / "full.csv"
         write_csv(small, ROWS // 4, "q")

@@ -60,10 +60,11 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import recreate_database  # noqa: E402
 
 DATABASE_URL = os.environ.get("LOAD_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/svoykrug_load")
 REDIS_URL = os.environ.get("LOAD_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -143,17 +144,6 @@ def say(text: str) -> None:
 
 
 # --- The circle ---------------------------------------------------------------------------------------
-
-
-def recreate_database() -> None:
-    import psycopg
-
-    name = urlparse(DATABASE_URL).path.lstrip("/")
-    admin_url = DATABASE_URL.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
 
 
 def seed(partners: int, customers: int) -> dict:
@@ -526,7 +516,7 @@ def main():
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
 
     say(f"database {DATABASE_URL} (recreated), Redis {REDIS_URL} (emptied); {os.cpu_count()} CPUs")
-    recreate_database()
+    recreate_database(DATABASE_URL)
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()

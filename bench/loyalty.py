@@ -22,10 +22,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import fill_expired_lots, recreate_database  # noqa: E402
 
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/svoykrug_bench")
 PURCHASES = int(os.environ.get("BENCH_PURCHASES", "6000"))
@@ -51,18 +52,6 @@ os.environ.update(
         "THROTTLE_PARTNER_RATE": "off",
     }
 )
-
-
-def recreate_database():
-    import psycopg
-
-    url = urlparse(DATABASE_URL)
-    name = url.path.lstrip("/")
-    admin_url = DATABASE_URL.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
 
 
 def prepare_business() -> str:
@@ -149,42 +138,6 @@ def drive_purchases(raw_key: str) -> None:
     )
 
 
-def fill_expired_lots() -> None:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO accounts_user (id, phone, first_name, last_name, email, marketing_consent, is_staff,
-                                       is_active, is_superuser, date_joined, password)
-            SELECT md5('bench' || g)::uuid, '+7988' || lpad(g::text, 7, '0'), '', '', '', false, false,
-                   true, false, now(), '!'
-            FROM generate_series(1, %(accounts)s) g;
-
-            INSERT INTO loyalty_bonusaccount (user_id, balance, lifetime_earned, clawback_due, spend_365,
-                                              created_at, updated_at)
-            SELECT md5('bench' || g)::uuid, (%(lots)s / %(accounts)s) * 10.00, (%(lots)s / %(accounts)s) * 10.00,
-                   0, 0, now(), now()
-            FROM generate_series(1, %(accounts)s) g;
-
-            INSERT INTO loyalty_bonuslot (account_id, business_id, amount, remaining, spendable_from, expires_at,
-                                          created_at)
-            SELECT a.id, b.id, 10.00, 10.00, now() - interval '400 days', now() - interval '1 day', now()
-            FROM loyalty_bonusaccount a
-            JOIN accounts_user u ON u.id = a.user_id AND u.phone LIKE '+7988%%'
-            CROSS JOIN generate_series(1, %(lots)s / %(accounts)s)
-            CROSS JOIN (SELECT id FROM accounts_business LIMIT 1) b;
-
-            INSERT INTO loyalty_ledgerentry (account_id, kind, amount, business_id, lot_id, idempotency_key,
-                                             reason, created_at)
-            SELECT account_id, 'accrual', amount, business_id, id, 'bench-accrual:' || id, '', now()
-            FROM loyalty_bonuslot WHERE expires_at < now();
-            ANALYZE;
-            """,
-            {"accounts": LOT_ACCOUNTS, "lots": LOTS},
-        )
-
-
 def time_expiry() -> None:
     from django.utils import timezone
 
@@ -206,7 +159,7 @@ def time_expiry() -> None:
 
 
 def main():
-    recreate_database()
+    recreate_database(DATABASE_URL)
     raw_key = prepare_business()
     server = start_gunicorn()
     try:
@@ -218,7 +171,7 @@ def main():
             import redis
 
             redis.Redis.from_url(REDIS_URL).flushdb()
-    fill_expired_lots()
+    fill_expired_lots(lots=LOTS, accounts=LOT_ACCOUNTS, tag="bench")
     time_expiry()
 
 

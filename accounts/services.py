@@ -576,17 +576,25 @@ def revoke_api_key(*, api_key) -> bool:
     """Revoke a key; True if this call revoked it. A revoked key stops working at once."""
     from accounts.models import ApiKey
 
+    answers.changed(f"apikey:{api_key.prefix}")
     return ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()) == 1
 
 
 def authenticate_api_key(raw_key: str):
-    """The active key matching `raw_key`, or None. Compares hashes in constant time."""
+    """The active key matching `raw_key`, or None. Compares hashes in constant time.
+
+    A POS calls with its key on every sale, so the key and its business are read through
+    the cache (svoykrug.answers): scope `apikey:<prefix>`, renewed by revoking the key and by
+    any save of it, and `businesses`, renewed by any save of a business (one deactivated
+    stops its keys at once)."""
     from accounts.models import ApiKey
 
     parts = raw_key.split("_", 2) if isinstance(raw_key, str) else []
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX or len(raw_key) > 200:
         return None
-    api_key = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).select_related("business").first()
+    scope = f"apikey:{parts[1]}"
+    active = ApiKey.objects.filter(prefix=parts[1], revoked_at__isnull=True).select_related("business")
+    api_key = answers.cached_value(scope, scopes=[scope, "businesses"], compute=lambda: (active.first(), None))
     if api_key is None or not hmac.compare_digest(api_key.key_hash, _api_key_hash(raw_key)):
         return None
     if not api_key.business.is_active:
@@ -595,4 +603,6 @@ def authenticate_api_key(raw_key: str):
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+        answers.changed(scope)  # the cached key has the time it was last used
     return api_key

@@ -306,28 +306,63 @@ def muted():
         _muted.reset(token)
 
 
+_batch: ContextVar[list | None] = ContextVar("notifications_batch", default=None)
+
+
+@contextlib.contextmanager
+def batched():
+    """Within this block, the events notify_after_commit is told of go out in one task per
+    customer at commit instead of one task each: a purchase that earns bonuses and issues a
+    coupon publishes once. An event asked for inside a savepoint that is rolled back is
+    dropped with it, as without the batch. Nested blocks join the outermost."""
+    if _batch.get() is not None:
+        yield
+        return
+    events: list = []
+    token = _batch.set(events)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
+    # Registered after every event's own hook, so it runs when those that survived have run.
+    transaction.on_commit(lambda: _enqueue_events(events))
+
+
 def notify_after_commit(*, user_id, messages: list[tuple[str, dict]], event_key: str) -> None:
     """Notify about one event once the current transaction commits, in one task: a
     notification never slows, blocks or fails the write that caused it. `messages` are
     (kind, context) pairs; contexts must be JSON (amounts as strings). Nothing is queued
-    inside `muted()`. With the broker down the messages are decided here and kept in the
-    log for send_due_notifications, so an outage delays them but loses none."""
+    inside `muted()`; inside `batched()` the events share a task. With the broker down the
+    messages are decided here and kept in the log for send_due_notifications, so an outage
+    delays them but loses none."""
     if _muted.get():
         return
-    pairs = [list(message) for message in messages]
+    event = (str(user_id), [list(message) for message in messages], event_key)
+    events = _batch.get()
+    if events is not None:
+        transaction.on_commit(lambda: events.append(event))
+    else:
+        transaction.on_commit(lambda: _enqueue_events([event]))
 
-    def enqueue():
-        from notifications.tasks import notify_event
 
+def _enqueue_events(events: list) -> None:
+    """One task per customer for these (user_id, messages, event_key) events."""
+    from notifications.tasks import notify_event, notify_events
+
+    by_user: dict[str, list] = {}
+    for user_id, pairs, event_key in events:
+        by_user.setdefault(user_id, []).append([pairs, event_key])
+    for user_id, groups in by_user.items():
         try:
-            _publish(notify_event, str(user_id), pairs, event_key)
-        except Exception as exc:  # a broker outage must not surface in the purchase that committed
-            logger.warning(
-                "Could not enqueue %s for %s (%s): keeping them for the sweeper", _kinds(pairs), user_id, exc
-            )
-            _queue_for_the_sweeper(user_id=user_id, messages=pairs, event_key=event_key)
-
-    transaction.on_commit(enqueue)
+            if len(groups) == 1:
+                _publish(notify_event, user_id, *groups[0])
+            else:
+                _publish(notify_events, user_id, groups)
+        except Exception as exc:  # a broker outage must not surface in the write that committed
+            kinds = [kind for pairs, _key in groups for kind in _kinds(pairs)]
+            logger.warning("Could not enqueue %s for %s (%s): keeping them for the sweeper", kinds, user_id, exc)
+            for pairs, event_key in groups:
+                _queue_for_the_sweeper(user_id=user_id, messages=pairs, event_key=event_key)
 
 
 def _queue_for_the_sweeper(*, user_id, messages: list, event_key: str) -> None:

@@ -18,6 +18,20 @@ def notify_event(user_id: str, messages: list, event_key: str) -> int:
     return sum(len(services.notify(user, kind, context, event_key=event_key)) for kind, context in messages)
 
 
+@shared_task(name="notifications.tasks.notify_events")
+def notify_events(user_id: str, groups: list) -> int:
+    """notify_event for several events of one customer, given as [messages, event_key]
+    pairs: what one purchase tells (its bonuses, the coupons it issued) in one task."""
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:
+        return 0
+    return sum(
+        len(services.notify(user, kind, context, event_key=event_key))
+        for messages, event_key in groups
+        for kind, context in messages
+    )
+
+
 @shared_task(
     bind=True,
     name="notifications.tasks.deliver_notification",

@@ -74,8 +74,28 @@ def changed(*scopes: str) -> None:
         return
     _renew(scopes)
     # Again after the commit: a reader that computed between the first renewal and the
-    # commit read the rows as they were before the write.
-    transaction.on_commit(lambda: _renew(scopes))
+    # commit read the rows as they were before the write. One renewal for all the scopes a
+    # transaction changed (a purchase changes the card and the coupons): each call adds its
+    # scopes to the thread's pending set and registers a hook, and the first hook that runs
+    # renews the whole set. A hook dropped with a rolled-back savepoint loses nothing, as a
+    # later one (or the next transaction's) renews its scopes too; renewing a scope that did
+    # not change after all costs only a recomputed answer.
+    _pending.scopes.update(scopes)
+    transaction.on_commit(_renew_pending)
+
+
+class _Pending(threading.local):
+    def __init__(self):
+        self.scopes: set[str] = set()
+
+
+_pending = _Pending()
+
+
+def _renew_pending() -> None:
+    scopes, _pending.scopes = _pending.scopes, set()
+    if scopes:
+        _renew(scopes)
 
 
 def customers_changed(kind: str, user_ids: Iterable) -> None:

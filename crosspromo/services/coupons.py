@@ -62,24 +62,20 @@ def evaluate_chain_triggers(purchase, now: datetime | None = None) -> list[Coupo
     the budget. Called by loyalty.record_transaction inside its transaction; the customer is
     told after commit. Returns the coupons issued now."""
     now = now or timezone.now()
-    candidates = list(
-        CrossPromoChain.objects.filter(source_id=purchase.business_id, status=Status.ACTIVE, starts_at__lte=now)
-        .filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
-    if not candidates:
-        return []
     issued = []
     # No savepoint of its own: inside the purchase's transaction a failure here fails the purchase.
     with transaction.atomic(savepoint=False):
+        # One query finds and locks them: PostgreSQL locks the rows as they leave the sort, so
+        # in id order, and re-reads a row it had to wait for (the status is checked again below).
         chains = (
             CrossPromoChain.objects.select_for_update(of=("self",))
-            .select_related("source", "target")  # named in the customer's message
-            .filter(pk__in=candidates)
+            .select_related("target")  # named in the customer's message, with the source (the purchase's business)
+            .filter(source_id=purchase.business_id, status=Status.ACTIVE, starts_at__lte=now)
+            .filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
             .order_by("pk")
         )
         for chain in chains:
+            chain.source = purchase.business
             if chain.status != Status.ACTIVE or not _triggered(chain, purchase):
                 continue
             coupon = _issue(chain, purchase, now)
@@ -91,9 +87,9 @@ def evaluate_chain_triggers(purchase, now: datetime | None = None) -> list[Coupo
 
 
 def _issue(chain: CrossPromoChain, purchase, now: datetime) -> Coupon | None:
-    """One coupon from the locked chain, if its limits allow."""
-    if Coupon.objects.filter(chain=chain, issuing_transaction=purchase).exists():
-        return None  # this purchase already issued it
+    """One coupon from the locked chain, if its limits allow. The purchase is new (only
+    record_transaction calls this), so it has issued nothing yet; the unique constraint on
+    (chain, purchase) is the guard if that ever changes."""
     if chain.total_limit is not None and chain.issued_count >= chain.total_limit:
         return None
     held = Coupon.objects.filter(chain=chain, customer_id=purchase.customer_id).exclude(status=Coupon.Status.VOID)

@@ -5,7 +5,6 @@ Every call acts for the key's business and sees nothing of other businesses."""
 import uuid
 from decimal import Decimal
 
-from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -19,7 +18,6 @@ from accounts.authentication import ApiKeyAuthentication
 from accounts.models import ApiKey, User
 from accounts.phones import normalize_phone
 from crosspromo import services as crosspromo
-from crosspromo.models import Coupon
 from loyalty import selectors, services
 from loyalty.models import Transaction
 from loyalty.money import ZERO
@@ -88,8 +86,7 @@ class PurchaseResultSerializer(serializers.Serializer):
     tier = serializers.CharField(source="tier.name", allow_null=True, default=None)
 
     def get_coupon(self, result) -> str | None:
-        coupon = Coupon.objects.filter(redeeming_transaction=result.transaction).values_list("code", flat=True)
-        return coupon.first()
+        return result.coupon_code
 
 
 class PurchaseView(PartnerView):
@@ -119,19 +116,18 @@ class PurchaseView(PartnerView):
     def record(self, data: dict, *, coupon: str | None) -> Response:
         """Record the validated purchase (redeeming `coupon` if given) and answer: 201 the
         first time, 200 with the first answer when it is sent again. A refused purchase
-        records nothing: not even the account of a phone new to the circle, which the service
-        makes before the rules (the coupon's, the dates') have had their say."""
-        with transaction.atomic():
-            result = services.record_transaction(
-                business=self.business,
-                external_id=data["external_id"],
-                phone=data["phone"],
-                amount=data["amount"],
-                redeem=data["redeem"],
-                coupon=coupon,
-                occurred_at=data.get("occurred_at"),
-                source=Transaction.Source.API,
-            )
+        records nothing, not even the account of a phone new to the circle (the service is
+        one transaction)."""
+        result = services.record_transaction(
+            business=self.business,
+            external_id=data["external_id"],
+            phone=data["phone"],
+            amount=data["amount"],
+            redeem=data["redeem"],
+            coupon=coupon,
+            occurred_at=data.get("occurred_at"),
+            source=Transaction.Source.API,
+        )
         return Response(
             PurchaseResultSerializer(result).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,

@@ -52,9 +52,14 @@ def _lock_account(user: User) -> BonusAccount:
 
 
 def get_program(business: Business) -> LoyaltyProgram:
-    """The business's program, created with the default terms on first need."""
-    program, _created = LoyaltyProgram.objects.get_or_create(business=business)
-    return program
+    """The business's program, created with the default terms on first need. Read through the
+    cache (svoykrug.answers, scope `program:<business id>`, renewed by every save of the
+    program), as every purchase needs it: a change is seen by the next purchase, as when it
+    was read from the database."""
+    scope = f"program:{business.pk}"
+    return answers.cached_value(
+        scope, scopes=[scope], compute=lambda: (LoyaltyProgram.objects.get_or_create(business=business)[0], None)
+    )
 
 
 PROGRAM_FIELDS = (
@@ -96,8 +101,16 @@ def _jsonable(value):
     return str(value) if isinstance(value, Decimal) else value
 
 
+def _tiers() -> list[StatusTier]:
+    """The circle's tiers, highest first, through the cache (scope `tiers`, renewed by every
+    save of a tier): every purchase looks its tier up."""
+    return answers.cached_value(
+        "tiers", scopes=["tiers"], compute=lambda: (list(StatusTier.objects.order_by("-threshold")), None)
+    )
+
+
 def _tier_for_spend(spend: Decimal) -> StatusTier | None:
-    return StatusTier.objects.filter(threshold__lte=spend).order_by("-threshold").first()
+    return next((tier for tier in _tiers() if tier.threshold <= spend), None)
 
 
 def accrual_rate(program: LoyaltyProgram, tier: StatusTier | None) -> Decimal:

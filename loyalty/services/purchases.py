@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import Business, User
 from accounts.services import get_or_create_customer
 from crosspromo import services as crosspromo
-from crosspromo.models import normalize_code
+from crosspromo.models import Coupon, normalize_code
 from loyalty.models import (
     BonusAccount,
     LedgerEntry,
@@ -25,6 +25,7 @@ from loyalty.money import ZERO, percent_of, round_down
 from loyalty.services.errors import IdempotencyConflict, InvalidPurchase
 from loyalty.services.ledger import _credit, _lock_account, _redeem, accrual_rate, get_account, get_program
 from loyalty.services.tiers import _set_tier
+from notifications.services import batched as notifications_batched
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class PurchaseResult:
     created: bool
     balance: Decimal
     tier: StatusTier | None
+    coupon_code: str | None = None  # the cross-promo coupon redeemed on it
 
 
 def _digest(**fields) -> str:
@@ -82,38 +84,42 @@ def record_transaction(
 
     The same (business, external_id) again with the same data returns the first result
     (`created=False`); with other data it raises IdempotencyConflict. A phone new to the
-    circle gets a customer account that its owner claims by logging in."""
+    circle gets a customer account that its owner claims by logging in; a refused purchase
+    leaves no such account behind, as everything here is one database transaction."""
     now = timezone.now()
     # The caller's own time goes into the retry digest; the default "now" does not.
     stated_time = occurred_at
     occurred_at = occurred_at or now
     amount, redeem, coupon_discount = Decimal(amount), Decimal(redeem), Decimal(coupon_discount)
-    if customer is None:
-        if not phone:
-            raise InvalidPurchase(_("A purchase needs the customer's phone."), fields={"phone": [_("Required.")]})
-        customer = get_or_create_customer(phone)[0]
     external_id = str(external_id).strip()
     if not external_id or len(external_id) > 100:
         raise InvalidPurchase(
             _("The purchase id must be 1 to 100 characters."), fields={"external_id": [_("Invalid.")]}
         )
-    fields = {"customer": str(customer.pk), "amount": amount, "redeem": redeem, "coupon": coupon_discount}
-    if coupon:
-        fields["coupon_code"] = normalize_code(coupon)
-        if coupon_discount:
-            raise InvalidPurchase(
-                _("A coupon cannot be combined with another coupon discount."), fields={"coupon": [_("Invalid.")]}
-            )
-    digest = _digest(**fields, occurred_at=stated_time)
-    existing = Transaction.objects.filter(business=business, external_id=external_id).first()
-    if existing is not None:
-        return _replay_purchase(existing, digest)
-    _validate_purchase(amount=amount, redeem=redeem, coupon_discount=coupon_discount, occurred_at=occurred_at, now=now)
-    if not customer.is_active:
-        raise InvalidPurchase(_("This customer's account is closed."))
-
+    if customer is None and not phone:
+        raise InvalidPurchase(_("A purchase needs the customer's phone."), fields={"phone": [_("Required.")]})
+    if coupon and coupon_discount:
+        raise InvalidPurchase(
+            _("A coupon cannot be combined with another coupon discount."), fields={"coupon": [_("Invalid.")]}
+        )
+    digest = None
     try:
-        with transaction.atomic():
+        # One transaction, and the notifications it causes in one task after it commits.
+        with transaction.atomic(), notifications_batched():
+            if customer is None:
+                customer = get_or_create_customer(phone)[0]
+            fields = {"customer": str(customer.pk), "amount": amount, "redeem": redeem, "coupon": coupon_discount}
+            if coupon:
+                fields["coupon_code"] = normalize_code(coupon)
+            digest = _digest(**fields, occurred_at=stated_time)
+            existing = Transaction.objects.filter(business=business, external_id=external_id).first()
+            if existing is not None:
+                return _replay_purchase(existing, digest)
+            _validate_purchase(
+                amount=amount, redeem=redeem, coupon_discount=coupon_discount, occurred_at=occurred_at, now=now
+            )
+            if not customer.is_active:
+                raise InvalidPurchase(_("This customer's account is closed."))
             account = _lock_account(customer)
             program = get_program(business)
             tier = account.tier
@@ -215,10 +221,16 @@ def record_transaction(
     except IntegrityError:
         # A parallel request with the same id committed first, while we waited for the lock.
         existing = Transaction.objects.filter(business=business, external_id=external_id).first()
-        if existing is None:
+        if existing is None or digest is None:
             raise  # some other constraint: a bug, not a retry
         return _replay_purchase(existing, digest)
-    return PurchaseResult(transaction=purchase, created=True, balance=account.balance, tier=account.tier)
+    return PurchaseResult(
+        transaction=purchase,
+        created=True,
+        balance=account.balance,
+        tier=account.tier,
+        coupon_code=claim.coupon.code if claim is not None else None,
+    )
 
 
 def _claim_coupon(code: str, business: Business, customer: User, amount: Decimal, redeem: Decimal):
@@ -253,4 +265,7 @@ def _replay_purchase(existing: Transaction, digest: str) -> PurchaseResult:
     if existing.request_digest and existing.request_digest != digest:
         raise IdempotencyConflict(extra={"transaction_id": str(existing.pk)})
     account = get_account(existing.customer)
-    return PurchaseResult(transaction=existing, created=False, balance=account.balance, tier=account.tier)
+    code = Coupon.objects.filter(redeeming_transaction=existing).values_list("code", flat=True).first()
+    return PurchaseResult(
+        transaction=existing, created=False, balance=account.balance, tier=account.tier, coupon_code=code
+    )

@@ -17,7 +17,7 @@ from kombu.exceptions import OperationalError
 from loyalty import services as loyalty
 from notifications import services
 from notifications.models import NotificationLog
-from notifications.tasks import deliver_notification, notify_event, send_due_notifications
+from notifications.tasks import deliver_notification, notify_event, notify_events, send_due_notifications
 from tests.factories import BusinessFactory, LoyaltyProgramFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +33,7 @@ class Broker:
     def __init__(self, monkeypatch):
         self.down = False
         self.published: list[str] = []
-        for task in (notify_event, deliver_notification):
+        for task in (notify_event, notify_events, deliver_notification):
             monkeypatch.setattr(task, "apply_async", self._apply_async(task, task.apply_async))
 
     def _apply_async(self, task, apply_async):

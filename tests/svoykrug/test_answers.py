@@ -259,6 +259,27 @@ def test_a_shared_events_page_read_before_a_registration_landed_is_never_served_
         assert listed(ask(login(customer), EVENTS, expect="miss")[0], event)["seats_left"] == 9
 
 
+def test_after_commit_the_scopes_a_purchase_changed_are_renewed_in_one_cache_write(
+    anna, cafe, salon, monkeypatch, django_capture_on_commit_callbacks
+):
+    coupon_chain(cafe, salon)
+    writes = []
+    real_set_many = answers.cache.set_many
+    monkeypatch.setattr(
+        answers.cache, "set_many", lambda data, *a, **kw: writes.append(set(data)) or real_set_many(data, *a, **kw)
+    )
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        buy(cafe, anna, "p1", "1000.00")  # its bonuses and a coupon: two of the customer's scopes
+        assert len(writes) >= 2  # each renewed at once
+        writes.clear()
+    for callback in callbacks:
+        callback()
+
+    assert len(writes) == 1
+    assert {answers._version_key(f"loyalty:{anna.pk}"), answers._version_key(f"coupons:{anna.pk}")} <= writes[0]
+
+
 def test_a_coupon_issued_or_redeemed_renews_the_cached_coupon_list(anna, cafe, salon):
     coupon_chain(cafe, salon)
     first = buy(cafe, anna, "p1", "600.00").transaction.coupons_issued.get()

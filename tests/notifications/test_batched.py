@@ -90,10 +90,14 @@ def test_the_events_of_a_rolled_back_savepoint_tell_nothing(customer, broker, dj
 
 
 def test_a_batch_rolled_back_as_a_whole_tells_nothing(customer, broker, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        with pytest.raises(RuntimeError), transaction.atomic(), services.batched():
-            services.notify_after_commit(user_id=customer.pk, messages=[("bonus_expiring", EXPIRING)], event_key="e1")
-            raise RuntimeError("the write failed")
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+        services.batched(),
+    ):
+        services.notify_after_commit(user_id=customer.pk, messages=[("bonus_expiring", EXPIRING)], event_key="e1")
+        raise RuntimeError("the write failed")
 
     assert broker.published == []
     assert not NotificationLog.objects.exists()

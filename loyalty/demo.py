@@ -194,6 +194,9 @@ OTHER_TRADE = Trade(10, 1, (10, 20), Transaction.Source.API, lambda r: _rounded(
 # Customers planned into each tier above the lowest, from the lowest up (any further: the last).
 TIER_SHARES = (0.08, 0.04, 0.015)
 LIGHT_SHARE = 0.12  # customers planned into the lowest tier, with a few small purchases
+# At most about this share of the purchases goes to the customers planned into the tiers (the
+# big spenders buy a lot); the rest are the regulars', so that most customers buy something.
+TIER_PURCHASE_SHARE = 0.45
 LIGHT_CATEGORIES = {Business.Category.CAFE, Business.Category.SHOP}
 
 ADJUSTMENTS = [
@@ -296,6 +299,7 @@ def seed_loyalty(
         *_daily_tasks(launch_day, today, until=now),
     ]
     live_through(history)
+    _joined(rng, customers, plan, since=_local(launch_day, time()), until=now)
     # Today's run of the nightly tasks, at the real time.
     services.check_bonus_expiration()
     services.recompute_all_tiers()
@@ -304,6 +308,21 @@ def seed_loyalty(
     if empty:
         raise RuntimeError(f"Demo seeding left tiers without customers: {', '.join(empty)}")
     return {**demo_summary(), "created": True}
+
+
+def _joined(rng: random.Random, customers: list[User], plan: list[Planned], *, since: datetime, until) -> None:
+    """Each customer joined the circle before their first purchase (half an hour to two weeks
+    before, not before the launch); those yet to buy joined on any day of the year."""
+    first: dict = {}
+    for item in plan:
+        first[item.customer.pk] = min(first.get(item.customer.pk, item.occurred_at), item.occurred_at)
+    for customer in customers:
+        bought = first.get(customer.pk)
+        if bought is None:
+            customer.date_joined = since + (until - since) * rng.random()
+        else:
+            customer.date_joined = max(since, bought - timedelta(hours=rng.uniform(0.5, 24 * 14)))
+    User.objects.bulk_update(customers, ["date_joined"], batch_size=500)
 
 
 def demo_summary() -> dict:
@@ -406,18 +425,27 @@ def _plan(rng, *, customers, businesses, purchases, days, tiers) -> list[Planned
             add(customer, business, amount, join_day, redeem_chance=0.2, refundable=False)
 
     # Customers planned into each tier. The light ones buy coffee and books now and then; the
-    # big spenders came early and visit the pricier places.
+    # big spenders came early and visit the pricier places. The tiers are filled alike (the
+    # next customer goes to the tier furthest from its share, every tier getting one first)
+    # until they have their share of the customers or TIER_PURCHASE_SHARE of the purchases:
+    # the rest are the regulars', whose purchases are the ones refunded and corrected.
     cheap = [business for business in businesses if business.category in LIGHT_CATEGORIES] or businesses
     cheap_weights = [trade(business).visits for business in cheap]
     heavy_weights = [trade(business).heavy_visits for business in businesses]
-    taken = 0
-    for index, ((_share, low, high), count) in enumerate(zip(targets, heads, strict=True)):
-        for customer in order[taken : taken + count]:
-            if index == 0:
-                fill(customer, cheap, cheap_weights, low, high, join_day=rng.randint(7, days))
-            else:
-                fill(customer, businesses, heavy_weights, low, high, join_day=rng.randint(days * 2 // 3, days))
-        taken += count
+    budget = purchases * TIER_PURCHASE_SHARE
+    placed = [0] * len(targets)
+    for customer in order:
+        open_tiers = [index for index in range(len(targets)) if placed[index] < heads[index]]
+        if not open_tiers or (len(plan) >= budget and min(placed) > 0):
+            break
+        index = min(open_tiers, key=lambda index: placed[index] / heads[index])
+        _share, low, high = targets[index]
+        if index == 0:
+            fill(customer, cheap, cheap_weights, low, high, join_day=rng.randint(7, days))
+        else:
+            fill(customer, businesses, heavy_weights, low, high, join_day=rng.randint(days * 2 // 3, days))
+        placed[index] += 1
+    taken = sum(placed)
 
     # Everyone else: regulars of one to three favourite places, some far more often than others.
     regulars = order[taken:]

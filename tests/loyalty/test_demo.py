@@ -1,20 +1,35 @@
 """`seed_demo`'s loyalty part: programs, purchases through the real path, every tier, books that
 balance, and a history written at its own times."""
 
+import importlib
+import random
+import uuid
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db.models import Min
 from django.utils import timezone
 
-from accounts.demo import BUSINESSES
-from accounts.models import Business
+from accounts.demo import BUSINESSES, CUSTOMER_COUNT
+from accounts.models import Business, User
 from analytics import export, schema
 from analytics.models import ExportState
 from analytics.warehouse import get_warehouse
 from integrations.models import CRMIntegration
-from loyalty.demo import EXPIRY_TIME, EXTERNAL_ID_PREFIX, PROGRAMS, clock_at
+from loyalty.demo import (
+    EXPIRY_TIME,
+    EXTERNAL_ID_PREFIX,
+    HISTORY_DAYS,
+    PROGRAMS,
+    PURCHASE_COUNT,
+    SEED,
+    TIER_PURCHASE_SHARE,
+    _plan,
+    clock_at,
+)
 from loyalty.models import (
     BonusAccount,
     BonusLot,
@@ -104,6 +119,34 @@ def test_seed_demo_gives_programs_purchases_every_tier_and_balanced_books(settin
     assert "already seeded" in capsys.readouterr().out
 
 
+def test_at_the_default_sizes_most_customers_buy_and_regulars_have_purchases_to_refund():
+    """The big spenders planned into the tiers take at most about TIER_PURCHASE_SHARE of the
+    purchases, so the regulars (the purchases refunded and corrected) have the rest."""
+    seeded = importlib.import_module("loyalty.migrations.0002_seed_tiers_and_guard_ledger").TIERS
+    tiers = [StatusTier(name=name, threshold=threshold) for name, threshold, *_terms in seeded]
+    businesses = [Business(slug=slug, name=name, category=category) for slug, name, category, *_rest in BUSINESSES]
+    customers = [User(id=uuid.UUID(int=number), phone=f"+7900{number:07d}") for number in range(CUSTOMER_COUNT)]
+
+    plan = _plan(
+        random.Random(SEED),
+        customers=customers,
+        businesses=businesses,
+        purchases=PURCHASE_COUNT,
+        days=HISTORY_DAYS,
+        tiers=tiers,
+    )
+
+    assert len(plan) == PURCHASE_COUNT
+    assert sum(item.refundable for item in plan) >= PURCHASE_COUNT * (1 - TIER_PURCHASE_SHARE) * 0.9
+    assert len({item.customer.pk for item in plan}) > CUSTOMER_COUNT / 2
+    spend = Counter()
+    for item in plan:
+        spend[item.customer.pk] += item.amount
+    in_tier = Counter(max(t.threshold for t in tiers if t.threshold <= total) for total in spend.values())
+    counts = [in_tier[tier.threshold] for tier in tiers]
+    assert counts == sorted(counts, reverse=True) and counts[-1] > 0  # a pyramid, every tier filled
+
+
 @pytest.mark.django_db
 def test_seed_demo_without_enough_customers_for_every_tier_says_so(settings, tiers):
     settings.DEBUG = True
@@ -165,6 +208,15 @@ def test_seed_demo_writes_each_part_of_its_history_at_its_own_time(settings, tie
     changes = sorted(ProgramChange.objects.values_list("changed_at", flat=True))
     assert changes[0] <= first_purchase < changes[-1] < started
     assert not LedgerEntry.objects.filter(created_at__gt=timezone.now()).exists()
+
+    # Customers joined over the year, each before their first purchase, not all on seeding day.
+    first_bought = dict(
+        Transaction.objects.values("customer_id").annotate(first=Min("occurred_at")).values_list("customer_id", "first")
+    )
+    joined = dict(User.objects.filter(pk__in=first_bought).values_list("pk", "date_joined"))
+    assert all(joined[pk] <= first for pk, first in first_bought.items() if pk in joined)
+    assert min(joined.values()) >= changes[0]
+    assert max(joined.values()) - min(joined.values()) > timedelta(days=180)
 
 
 @pytest.mark.django_db

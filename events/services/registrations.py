@@ -1,4 +1,5 @@
-"""Seats: registration, the waitlist, cancellation with its refund, and promotion.
+"""Seats: registration, the waitlist, cancellation with its refund (a closing account's
+too), and promotion.
 
 Every change to an event's seats happens under the event row's lock, taken first, then the
 registration's, then (inside loyalty) the customer's bonus account: one order everywhere,
@@ -24,6 +25,9 @@ from loyalty import services as loyalty
 logger = logging.getLogger(__name__)
 
 RegStatus = Registration.Status
+
+# The statuses a customer can give up: a seat or a place on the waitlist.
+HELD = (RegStatus.REGISTERED, RegStatus.WAITLISTED)
 
 
 @dataclass(frozen=True)
@@ -156,15 +160,62 @@ def cancel_registration(user: User, event: Event) -> CancelResult:
             raise CancellationRefused(message % {"status": shown})
         if now >= event.starts_at:
             raise CancellationRefused(_("The event has started: the registration can no longer be cancelled."))
-        held_seat = registration.status == RegStatus.REGISTERED
-        refunded = release(
-            registration, by=Registration.CancelledBy.CUSTOMER, refund=now <= refund_deadline(event), now=now
-        )
-        if held_seat:
-            event.registered_count -= 1
-            event.save(update_fields=["registered_count", "updated_at"])
-            fill_seats(event, now=now)
+        refunded = _give_up(registration, event, now=now)
     return CancelResult(registration, refunded, was_cancelled=True)
+
+
+def _give_up(registration: Registration, event: Event, *, now: datetime) -> Decimal:
+    """The customer's own cancellation of a held seat or waitlist place (the event and the
+    registration locked by the caller): the ticket's bonuses come back by the refund deadline,
+    and a freed seat goes to the waitlist. Returns the bonuses given back."""
+    held_seat = registration.status == RegStatus.REGISTERED
+    refunded = release(
+        registration, by=Registration.CancelledBy.CUSTOMER, refund=now <= refund_deadline(event), now=now
+    )
+    if held_seat:
+        event.registered_count -= 1
+        event.save(update_fields=["registered_count", "updated_at"])
+        fill_seats(event, now=now)
+    return refunded
+
+
+def give_up_registrations(*, user: User) -> list[CancelResult]:
+    """A customer closing their account gives up every seat and waitlist place in events that
+    have not ended, each as their own cancellation would (the same refund rule, the freed seat
+    to the waitlist). An event under way is no exception here: its seat is freed with nothing
+    returned. Registrations of ended events, and check-ins, stay as history. The customer is
+    told nothing (they asked to leave); whoever gets a seat is told as usual."""
+    with transaction.atomic():
+        now = timezone.now()
+        upcoming = Registration.objects.filter(customer=user, status__in=HELD, event__ends_at__gt=now)
+        event_ids = list(upcoming.values_list("event_id", flat=True))
+        if not event_ids:
+            return []
+        # Every event before any registration or bonus account, in id order: each event's
+        # cancellation takes bonus accounts, and no path may wait for an event while holding one.
+        events = {
+            event.pk: event
+            for event in Event.objects.select_for_update(of=("self",))
+            .select_related("business")
+            .filter(pk__in=event_ids)
+            .order_by("pk")
+        }
+        held = list(
+            Registration.objects.select_for_update(of=("self",))
+            .filter(customer=user, event_id__in=list(events), status__in=HELD)
+            .select_related("customer")
+            .order_by("event_id")
+        )
+        results = []
+        for registration in held:
+            event = events[registration.event_id]
+            if event.ends_at <= now:  # read again under the lock
+                continue
+            registration.event = event
+            refunded = _give_up(registration, event, now=now)
+            results.append(CancelResult(registration, refunded, was_cancelled=True))
+        logger.info("Customer %s gave up %d registration(s) on leaving", user.pk, len(results))
+    return results
 
 
 def fill_seats(event: Event, *, now: datetime) -> int:

@@ -529,3 +529,53 @@ def test_a_partner_cancelling_the_event_while_customers_register(make_event, man
     assert [balance_of(customer) for customer in crowd] == [D(50)] * 30
     assert sorted(user_id for user_id, kind in told if kind == "event_cancelled") == sorted(r.customer_id for r in made)
     assert ledger_mismatches() == []
+
+
+def test_closing_an_account_waits_for_a_cancellation_that_seats_the_customer_elsewhere(make_event, told, monkeypatch):
+    """The leaving customer holds a paid seat at one event and a waitlist place at a later
+    one; there a seated customer cancels at the same moment, which promotes the leaving one
+    and so needs their bonus account. The closure locks every event before any registration
+    or account, so it waits for that cancellation holding no account, then gives up both
+    seats with both refunds. Locking event by event instead, it would hold the account (the
+    first ticket's refund) while waiting for the second event: a deadlock."""
+    from accounts.services import close_account
+    from events.services import registrations as module
+
+    first = make_event(capacity=1, price=D(30))
+    later = make_event(capacity=1, price=D(40), title="Master class")
+    assert first.pk < later.pk
+    leaving, seated, waiting = people(3, balance=100)
+    services.register_for_event(leaving, first)
+    services.register_for_event(seated, later)
+    services.register_for_event(leaving, later)  # waitlisted, first in the queue
+    services.register_for_event(waiting, later)
+    told.clear()
+    release, holder_thread = module.release, []
+
+    def cancel(holding):
+        holder_thread.append(threading.get_ident())
+
+        def slow_release(*args, **kwargs):
+            if threading.get_ident() == holder_thread[0]:
+                holding.set()
+                wait_until_another_session_waits_for_a_lock()
+            return release(*args, **kwargs)
+
+        monkeypatch.setattr(module, "release", slow_release)
+        return services.cancel_registration(seated, later)
+
+    cancelled, closed = hold_then_race(cancel, lambda: close_account(user=leaving))
+
+    assert isinstance(cancelled, services.CancelResult) and cancelled.refunded == D(40), cancelled
+    assert isinstance(closed, type(leaving)) and closed.is_active is False, closed
+    mine = Registration.objects.filter(customer=leaving).order_by("event_id")
+    assert [(r.status, r.paid_amount, r.refunded_amount) for r in mine] == [
+        (RegStatus.CANCELLED, D(30), D(30)),
+        (RegStatus.CANCELLED, D(40), D(40)),  # promoted by the cancellation, then given up
+    ]
+    assert Registration.objects.get(customer=waiting).status == RegStatus.REGISTERED
+    assert [balance_of(user) for user in (leaving, seated, waiting)] == [D(100), D(100), D(60)]
+    counts = Event.objects.filter(pk__in=[first.pk, later.pk]).order_by("pk").values_list("registered_count", flat=True)
+    assert list(counts) == [0, 1]
+    assert [kind for user_id, kind in told if user_id == waiting.pk] == ["event_promoted"]
+    assert ledger_mismatches() == []

@@ -324,8 +324,9 @@ def batched():
         yield
     finally:
         _batch.reset(token)
-    # Registered after every event's own hook, so it runs when those that survived have run.
-    transaction.on_commit(lambda: _enqueue_events(events))
+        # Registered after every event's own hook, so it runs once those that survived have
+        # run; on an error too, for the events whose writes are committed all the same.
+        transaction.on_commit(lambda: _enqueue_events(events))
 
 
 def notify_after_commit(*, user_id, messages: list[tuple[str, dict]], event_key: str) -> None:

@@ -140,3 +140,19 @@ def test_with_the_broker_down_a_batch_waits_in_the_log_and_goes_once(
     assert sweep(minutes_later=2) == 2
     assert sweep(minutes_later=3) == 0
     assert len(push.sent) == 2
+
+
+def test_an_error_caught_inside_the_transaction_keeps_the_events_of_what_commits(
+    customer, broker, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        try:
+            with services.batched():
+                services.notify_after_commit(
+                    user_id=customer.pk, messages=[("bonus_expiring", EXPIRING)], event_key="kept"
+                )
+                raise RuntimeError("a later step failed, and the caller carried on")
+        except RuntimeError:
+            pass
+
+    assert told() == [(customer.pk, "bonus_expiring", "kept")]

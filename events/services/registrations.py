@@ -75,6 +75,10 @@ def register_for_event(user: User, event: Event) -> Registration:
     place on the waitlist when full. Registering again returns the existing registration
     (its `created` is False); a cancelled one is renewed. Never overbooks."""
     with transaction.atomic():
+        # The customer's row first, as closing the account takes it before the events: a
+        # registration racing the closure waits for it, then finds the account closed.
+        if not User.objects.select_for_update().filter(pk=user.pk, is_active=True).values_list("pk").first():
+            raise RegistrationClosed(_("This account is closed."))
         event = Event.objects.select_for_update(of=("self",)).select_related("business").get(pk=event.pk)
         now = timezone.now()
         registration = Registration.objects.select_for_update(of=("self",)).filter(event=event, customer=user).first()

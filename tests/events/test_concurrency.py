@@ -579,3 +579,33 @@ def test_closing_an_account_waits_for_a_cancellation_that_seats_the_customer_els
     assert list(counts) == [0, 1]
     assert [kind for user_id, kind in told if user_id == waiting.pk] == ["event_promoted"]
     assert ledger_mismatches() == []
+
+
+def test_a_registration_racing_the_closure_of_the_account_waits_for_it_and_is_refused(make_event, monkeypatch):
+    """The closure holds the customer's row while it gives up their seats; a registration the
+    app sent at the same moment takes that row first, so it waits, then finds the account
+    closed. Without that lock it would seat a closed account after the closure had looked."""
+    import events.services as events_services
+    from accounts.services import close_account
+
+    event = make_event(capacity=5, price=D(30))
+    [leaving] = people(1, balance=100)
+    give_up = events_services.give_up_registrations
+
+    def close(holding):
+        def slow_give_up(**kwargs):
+            holding.set()
+            wait_until_another_session_waits_for_a_lock()
+            return give_up(**kwargs)
+
+        monkeypatch.setattr(events_services, "give_up_registrations", slow_give_up)
+        return close_account(user=leaving)
+
+    closed, registered = hold_then_race(close, lambda: services.register_for_event(leaving, event))
+
+    assert isinstance(closed, type(leaving)) and closed.is_active is False, closed
+    assert isinstance(registered, services.RegistrationClosed), registered
+    assert not Registration.objects.filter(customer=leaving).exists()
+    event.refresh_from_db()
+    assert event.registered_count == 0
+    assert balance_of(leaving) == D(100)

@@ -27,13 +27,23 @@ Definitions (the warehouse's rows; every query is scoped to the business and rea
 - cross-promo: coupons issued by the business's chains (it is their source) by issue time;
   coupons redeemed here (it is their target) by redemption time, and the discounts and
   bonuses they gave.
+- events (the business's own, as host; `event_registrations`): events held are those that
+  started in the period, by now, and were not cancelled (an event nobody ever registered for
+  has no row in the warehouse and is not counted); registrations are their seats taken
+  (registered, checked in or no-show: not waitlisted, not cancelled); attendance is the
+  checked-in share of the seats of those of them that have ended, in percent to one decimal
+  (None without any: its change is in points, not percent); bonuses for tickets are what
+  their registrations paid less what was refunded (a late cancellation keeps its price);
+  new attendees are the checked-in customers, each once, with no purchase here before the
+  event's start (`partner_firsts`, whatever became of the purchase).
 - segments: the RFM segment counts of the business's customers at the period's end
   (`count_rfm_segments`: `calculate_rfm_segments` counted in the warehouse), now only (not for
   the previous period).
 - at risk: the ten highest churn scores of the business (analytics.churn's latest, not
   replayed by `as_of`), from PostgreSQL.
 
-Four warehouse queries per dashboard: purchases by bucket, ledger by bucket, customers, RFM.
+Four warehouse queries per dashboard: purchases by bucket, ledger by bucket, customers (with
+the coupons and the events), RFM.
 Buckets are local days and hours as the warehouse's time zone database has them, assumed the
 same as Python's."""
 
@@ -53,7 +63,7 @@ from analytics.warehouse import get_warehouse
 from loyalty.models import Transaction
 from loyalty.money import KOPECK, ZERO, as_money
 
-__all__ = ["PERIODS", "AtRiskCustomer", "DashboardData", "Figures", "delta", "generate_business_dashboard"]
+__all__ = ["PERIODS", "RATES", "AtRiskCustomer", "DashboardData", "Figures", "delta", "generate_business_dashboard"]
 
 PERIODS = {"day": 1, "week": 7, "month": 30}
 SERIES = ("revenue", "purchases", "bonuses_issued", "bonuses_spent", "bonuses_expired")
@@ -87,6 +97,15 @@ class Figures:
     coupons_issued: int = 0
     coupons_redeemed: int = 0
     coupon_rewards: Decimal = ZERO
+    events_held: int = 0
+    event_registrations: int = 0
+    event_attendance: Decimal | None = None  # percent; None: no seats of an ended event
+    event_ticket_bonuses: Decimal = ZERO
+    event_new_attendees: int = 0
+
+
+# Figures that are shares in percent: their change is the difference in points.
+RATES = ("event_attendance",)
 
 
 @dataclass(frozen=True)
@@ -118,8 +137,12 @@ class DashboardData:
     at_risk: list[AtRiskCustomer]
 
     def delta(self, name: str) -> Decimal | None:
-        """The percent change of figure `name` from the previous period (None from zero)."""
-        return delta(getattr(self.current, name), getattr(self.previous, name))
+        """The percent change of figure `name` from the previous period (None from zero); for
+        a share (RATES), the change in percentage points (None when either is missing)."""
+        current, previous = getattr(self.current, name), getattr(self.previous, name)
+        if name in RATES:
+            return None if current is None or previous is None else current - previous
+        return delta(current, previous)
 
     def deltas(self) -> dict[str, Decimal | None]:
         return {field.name: self.delta(field.name) for field in fields(Figures)}
@@ -271,10 +294,55 @@ FROM (
 )
 """
 
-# All three in one query: one row (one JOIN a SELECT: ClickHouse 18.16 takes no more).
+# The business's events (as host) that started in either period, by now, and were not
+# cancelled: their registrations, one row each, with the customer's first purchase here
+# (partner_firsts; `bought_here` is 0 for a customer who never bought here, whose first_here
+# is then the type's default). business_id is in every version of a row (PREWHERE); status
+# and the event's terms change, so they are filtered after FINAL.
+EVENTS_SQL = """
+SELECT uniqExactIf(event_id, in_current) AS events_now,
+       uniqExactIf(event_id, NOT in_current) AS events_before,
+       countIf(seated AND in_current) AS seats_now,
+       countIf(seated AND NOT in_current) AS seats_before,
+       countIf(came AND ended AND in_current) AS came_now,
+       countIf(came AND ended AND NOT in_current) AS came_before,
+       countIf(seated AND ended AND in_current) AS expected_now,
+       countIf(seated AND ended AND NOT in_current) AS expected_before,
+       sumIf(kept, in_current) AS tickets_now,
+       sumIf(kept, NOT in_current) AS tickets_before,
+       uniqExactIf(customer_id, came AND in_current
+                   AND (bought_here = 0 OR first_here >= starts_at)) AS fresh_now,
+       uniqExactIf(customer_id, came AND NOT in_current
+                   AND (bought_here = 0 OR first_here >= starts_at)) AS fresh_before
+FROM (
+    SELECT event_id, customer_id, event_starts_at AS starts_at,
+           status IN ('registered', 'checked_in', 'no_show') AS seated,
+           status = 'checked_in' AS came,
+           event_ends_at <= toDateTime(%(now)s, 'UTC') AS ended,
+           paid_amount - refunded_amount AS kept,
+           event_starts_at >= toDateTime(%(start)s, 'UTC') AS in_current
+    FROM event_registrations FINAL
+    PREWHERE business_id = %(business)s
+    WHERE event_status IN ('published', 'finished')
+      AND event_starts_at >= toDateTime(%(previous_start)s, 'UTC') AND event_starts_at < toDateTime(%(end)s, 'UTC')
+      AND event_starts_at < toDateTime(%(now)s, 'UTC')
+) AS registrations
+ANY LEFT JOIN (
+    SELECT customer_id, min(first_at) AS first_here, toUInt8(1) AS bought_here
+    FROM partner_firsts
+    WHERE partner_id = %(business)s AND customer_id IN (
+        SELECT customer_id FROM event_registrations
+        PREWHERE business_id = %(business)s
+        WHERE event_starts_at >= toDateTime(%(previous_start)s, 'UTC') AND event_starts_at < toDateTime(%(end)s, 'UTC')
+    )
+    GROUP BY customer_id
+) AS firsts USING customer_id
+"""
+
+# All four in one query: one row (one JOIN a SELECT: ClickHouse 18.16 takes no more).
 CUSTOMERS_SQL = (
-    f"SELECT * FROM (SELECT * FROM ({HERE_SQL}) AS here CROSS JOIN ({ELSEWHERE_SQL}) AS elsewhere)"  # noqa: S608
-    f" AS people CROSS JOIN ({COUPONS_SQL}) AS coupons"
+    f"SELECT * FROM (SELECT * FROM (SELECT * FROM ({HERE_SQL}) AS here CROSS JOIN ({ELSEWHERE_SQL}) AS elsewhere)"  # noqa: S608
+    f" AS people CROSS JOIN ({COUPONS_SQL}) AS coupons) AS circle CROSS JOIN ({EVENTS_SQL}) AS events"
 )
 
 
@@ -324,6 +392,26 @@ def _at_risk(business_id, limit: int = 10) -> list[AtRiskCustomer]:
     ]
 
 
+def _events(row) -> tuple[dict, dict]:
+    """The event figures of the current and the previous period from EVENTS_SQL's columns
+    (each a pair: now, before)."""
+    held, seats, came, expected, tickets, fresh = (row[n : n + 2] for n in range(0, 12, 2))
+
+    def period(n: int) -> dict:
+        attendance = None
+        if expected[n]:
+            attendance = (Decimal(int(came[n])) * 100 / int(expected[n])).quantize(Decimal("0.1"), ROUND_HALF_UP)
+        return {
+            "events_held": int(held[n]),
+            "event_registrations": int(seats[n]),
+            "event_attendance": attendance,
+            "event_ticket_bonuses": as_money(tickets[n]),
+            "event_new_attendees": int(fresh[n]),
+        }
+
+    return period(0), period(1)
+
+
 def generate_business_dashboard(business_id, period: str, as_of: date | datetime | None = None) -> DashboardData:
     """The business's dashboard for the period ending with `as_of`'s day (today without one):
     the figures of that period and the previous one, series for charts, the RFM segment mix
@@ -348,6 +436,7 @@ def generate_business_dashboard(business_id, period: str, as_of: date | datetime
         "previous_start": previous_start,
         "start": start,
         "end": end,
+        "now": timezone.now(),
     }
     warehouse = get_warehouse()
 
@@ -377,6 +466,7 @@ def generate_business_dashboard(business_id, period: str, as_of: date | datetime
     from_others_now, from_others_before, elsewhere_now, elsewhere_before = (as_money(value) for value in rest[:4])
     issued_now, issued_before, redeemed_now, redeemed_before = (int(value) for value in rest[4:8])
     given_now, given_before = as_money(rest[8]), as_money(rest[9])
+    events_now, events_before = _events(rest[10:])
 
     def total(keys, name):
         return sum((buckets[k][name] for k in keys), 0 if name == "purchases" else ZERO)
@@ -384,7 +474,7 @@ def generate_business_dashboard(business_id, period: str, as_of: date | datetime
     liability_at_start = liability_before + sum((liability_changes[k] for k in previous_keys), ZERO)
     liability_at_end = liability_at_start + sum((liability_changes[k] for k in current_keys), ZERO)
 
-    def figures(keys, new, returning, liability, from_others, elsewhere, coupons=(0, 0, ZERO)) -> Figures:
+    def figures(keys, new, returning, liability, from_others, elsewhere, coupons, events) -> Figures:
         revenue, purchases = total(keys, "revenue"), total(keys, "purchases")
         return Figures(
             revenue=revenue,
@@ -401,6 +491,7 @@ def generate_business_dashboard(business_id, period: str, as_of: date | datetime
             coupons_issued=coupons[0],
             coupons_redeemed=coupons[1],
             coupon_rewards=coupons[2],
+            **events,
         )
 
     segments = count_rfm_segments(business_id=business_id, as_of=end)
@@ -419,6 +510,7 @@ def generate_business_dashboard(business_id, period: str, as_of: date | datetime
             from_others_now,
             elsewhere_now,
             (issued_now, redeemed_now, given_now),
+            events_now,
         ),
         previous=figures(
             previous_keys,
@@ -428,6 +520,7 @@ def generate_business_dashboard(business_id, period: str, as_of: date | datetime
             from_others_before,
             elsewhere_before,
             (issued_before, redeemed_before, given_before),
+            events_before,
         ),
         series={name: [(k, buckets[k][name]) for k in current_keys] for name in SERIES},
         previous_series={name: [(k, buckets[k][name]) for k in previous_keys] for name in SERIES},

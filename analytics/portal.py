@@ -3,7 +3,8 @@
 `dashboard` (/portal/) shows `analytics.dashboard.generate_business_dashboard` for a period
 (`?period=day|week|month`, a week by default) ending with a day (`?as_of=YYYY-MM-DD`, today
 by default: an earlier day replays the past): a card per figure with the previous period's
-value and the change, server-drawn SVG charts (`analytics.charts`), the segment mix linking
+value and the change (the events block among them), server-drawn SVG charts
+(`analytics.charts`), the segment mix linking
 to the customers list filtered by segment, the customers most at risk of leaving, and at the
 top the live overview from PostgreSQL (today, this month, the latest purchases), which does
 not wait for the warehouse. A cashier's home page is that overview alone, as it was.
@@ -64,6 +65,7 @@ class FigureInfo:
     label: str
     hint: str
     is_money: bool
+    is_rate: bool = False  # a share in percent, its change in points
 
 
 FIGURES = [
@@ -92,10 +94,21 @@ FIGURES = [
     FigureInfo("coupons_redeemed", _("Coupons redeemed here"), _("customers other partners sent you"), False),
     FigureInfo("coupon_rewards", _("Coupon rewards given"), _("discounts and bonuses on those coupons"), True),
 ]
+# The events block (the business's own events as host); in the figures CSV after FIGURES.
+EVENT_FIGURES = [
+    FigureInfo("events_held", _("Events held"), _("started in the period, not cancelled"), False),
+    FigureInfo("event_registrations", _("Registrations"), _("seats taken at those events"), False),
+    FigureInfo(
+        "event_attendance", _("Attendance"), _("checked in, of the seats at those events that ended"), False, True
+    ),
+    FigureInfo("event_ticket_bonuses", _("Bonuses for tickets"), _("ticket prices paid, less refunds"), True),
+    FigureInfo("event_new_attendees", _("New through events"), _("came with no purchase here before the event"), False),
+]
 SALES = ("revenue", "purchases", "average_check", "new_customers", "returning_customers")
 BONUSES = ("bonuses_issued", "bonuses_spent", "bonuses_expired", "bonus_liability")
 CIRCLE = ("revenue_from_others_customers", "own_customers_spent_elsewhere")
 CROSSPROMO = ("coupons_issued", "coupons_redeemed", "coupon_rewards")
+EVENTS = tuple(info.name for info in EVENT_FIGURES)
 
 # Bonus series of the chart: (series, label, colour).
 BONUS_LINES = [
@@ -162,9 +175,10 @@ class Card:
     label: str
     hint: str
     is_money: bool
-    value: Decimal | int
-    previous: Decimal | int
-    delta: Decimal | None  # percent; None when the previous period had nothing
+    value: Decimal | int | None
+    previous: Decimal | int | None
+    delta: Decimal | None  # percent (points for a rate); None when the previous period had nothing
+    is_rate: bool = False
 
     @property
     def trend(self) -> str:
@@ -184,8 +198,9 @@ def _cards(data: DashboardData) -> dict[str, Card]:
             value=getattr(data.current, info.name),
             previous=getattr(data.previous, info.name),
             delta=deltas[info.name],
+            is_rate=info.is_rate,
         )
-        for info in FIGURES
+        for info in FIGURES + EVENT_FIGURES
     }
 
 
@@ -333,6 +348,7 @@ def dashboard(request):
             "bonus_cards": [cards[name] for name in BONUSES],
             "circle_cards": [cards[name] for name in CIRCLE],
             "crosspromo_cards": [cards[name] for name in CROSSPROMO],
+            "event_cards": [cards[name] for name in EVENTS],
             "charts": _charts(data, customers_url),
             "segments": [
                 {
@@ -367,9 +383,16 @@ def _plain(value) -> str:
 def _figures_rows(data: DashboardData):
     header = ["figure", "name", "current", "previous", "change_percent"]
     cards = _cards(data)
+    # A rate's change is in points, not percent: its change column is left empty.
     rows = [
-        [info.name, _text(info.label), _plain(card.value), _plain(card.previous), _plain(card.delta)]
-        for info in FIGURES
+        [
+            info.name,
+            _text(info.label),
+            _plain(card.value),
+            _plain(card.previous),
+            _plain(None if card.is_rate else card.delta),
+        ]
+        for info in FIGURES + EVENT_FIGURES
         for card in [cards[info.name]]
     ]
     return header, rows

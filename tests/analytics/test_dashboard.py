@@ -261,6 +261,11 @@ def test_another_business_never_shows_up(circle):
     empty = LoyaltyProgramFactory(business=BusinessFactory()).business
     nothing = generate_business_dashboard(empty.pk, "month", as_of=AS_OF)
     assert nothing.current == nothing.previous == figures(0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    assert (nothing.current.events_held, nothing.current.event_attendance, nothing.delta("event_attendance")) == (
+        0,
+        None,
+        None,
+    )
     assert all(value == 0 for series in nothing.series.values() for _day, value in series)
     assert set(nothing.segments.values()) == {0}
 

@@ -90,7 +90,7 @@ def test_the_watermark_and_lag_are_kept_per_stream(warehouse):
     with time_machine.travel(moment, tick=False):
         export.aggregate_transactions_to_clickhouse()
     states = {state.name: state for state in ExportState.objects.all()}
-    assert set(states) == {"purchases", "ledger_entries", "coupons"}
+    assert set(states) == {"purchases", "ledger_entries", "coupons", "event_registrations"}
     assert states["purchases"].watermark == moment
     assert (states["purchases"].last_rows, states["purchases"].total_rows) == (1, 1)
     with time_machine.travel(moment + timedelta(minutes=5), tick=False):
@@ -203,6 +203,7 @@ def test_migrating_a_warehouse_that_holds_rows_fills_the_derived_tables(warehous
         "0003_customer_firsts",
         "0004_partner_firsts",
         "0005_coupons",
+        "0006_event_registrations",
     ]
     assert partner_rows(warehouse, cafe) == [("issuer", "accrual", D("100.00")), ("place", "accrual", D("100.00"))]
     assert homes(warehouse) == {purchase.customer_id: cafe.pk}

@@ -228,7 +228,9 @@ def test_csv_exports_have_a_header_the_rows_and_only_this_business(client, login
     assert by_name["revenue"] == ["revenue", "Revenue", "1500.00", "400.00", "275.0"]
     assert by_name["purchases"] == ["purchases", "Purchases", "2", "1", "100.0"]
     assert by_name["average_check"] == ["average_check", "Average check", "750.00", "400.00", "87.5"]
-    assert len(rows) == 1 + 14  # a header, then every figure
+    assert len(rows) == 1 + 14 + 5  # a header, then every figure, the events block's last
+    assert by_name["events_held"] == ["events_held", "Events held", "0", "0", ""]
+    assert by_name["event_attendance"][4] == ""  # a rate changes in points, not percent
 
     rows = read_csv(series)
     assert rows[0] == ["period", "bucket", "revenue", "purchases", "bonuses_issued", "bonuses_spent", "bonuses_expired"]

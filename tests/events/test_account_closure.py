@@ -2,7 +2,6 @@
 as their own cancellation would, in the closure's transaction; what is over stays as history."""
 
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 import time_machine
@@ -13,35 +12,14 @@ from accounts.models import User
 from accounts.services import close_account
 from events import services
 from events.models import Registration
-from loyalty import services as loyalty
-from loyalty.models import BonusAccount, LedgerEntry
+from loyalty.models import LedgerEntry
 from loyalty.selectors import ledger_mismatches
-from tests.factories import UserFactory
+from tests.events.test_services import D, balance_of, fresh, person
 
 pytestmark = pytest.mark.django_db
 
 RegStatus = Registration.Status
 CUSTOMER = Registration.CancelledBy.CUSTOMER
-
-
-def D(value) -> Decimal:
-    return Decimal(str(value))
-
-
-def person(balance=None):
-    user = UserFactory()
-    if balance is not None:
-        loyalty.adjust_balance(user=user, amount=D(balance), reason="test", created_by=None)
-    return user
-
-
-def balance_of(user) -> Decimal:
-    return BonusAccount.objects.get(user=user).balance
-
-
-def fresh(instance):
-    instance.refresh_from_db()
-    return instance
 
 
 def state_of(registration) -> tuple:

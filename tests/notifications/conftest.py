@@ -1,9 +1,15 @@
 """Fixtures for the notification channels: a fake push backend, a local fake SMS.ru and settings
-that point at it."""
+that point at it; a broker that can go down in front of the eager tasks, and the sweeper run later."""
+
+from datetime import timedelta
 
 import pytest
+import time_machine
+from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from notifications.channels.push import PushOutcome
+from notifications.tasks import deliver_notification, notify_event, notify_events, send_due_notifications
 from tests.fakes.smsru import FakeSmsRu
 
 
@@ -46,3 +52,33 @@ def smsru_settings(settings, fake_smsru):
     settings.SMSRU_CONNECT_TIMEOUT_SECONDS = 1.0
     settings.SMSRU_READ_TIMEOUT_SECONDS = 2.0
     return settings
+
+
+class Broker:
+    """Stands in for Redis in front of the eager tasks: while `down`, enqueueing raises as
+    kombu does when it cannot connect; `published` lists what was offered to it."""
+
+    def __init__(self, monkeypatch):
+        self.down = False
+        self.published: list[str] = []
+        for task in (notify_event, notify_events, deliver_notification):
+            monkeypatch.setattr(task, "apply_async", self._apply_async(task, task.apply_async))
+
+    def _apply_async(self, task, apply_async):
+        def offered(*args, **kwargs):
+            self.published.append(task.name.rsplit(".", 1)[-1])
+            if self.down:
+                raise OperationalError("Error 111 connecting to redis:6379. Connection refused.")
+            return apply_async(*args, **kwargs)
+
+        return offered
+
+
+@pytest.fixture
+def broker(monkeypatch):
+    return Broker(monkeypatch)
+
+
+def sweep(minutes_later: float) -> int:
+    with time_machine.travel(timezone.now() + timedelta(minutes=minutes_later)):
+        return send_due_notifications()

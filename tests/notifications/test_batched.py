@@ -13,15 +13,10 @@ from loyalty import services as loyalty
 from notifications import services
 from notifications.models import NotificationLog
 from tests.factories import BusinessFactory, LoyaltyProgramFactory, UserFactory
-from tests.notifications.test_broker_outage import Broker, sweep
+from tests.notifications.conftest import sweep
 
 pytestmark = pytest.mark.django_db
 EXPIRING = {"days": 1, "batches": [{"amount": "10.00", "date": "27.11.2026"}]}
-
-
-@pytest.fixture
-def broker(monkeypatch):
-    return Broker(monkeypatch)
 
 
 @pytest.fixture

@@ -5,20 +5,17 @@ import os
 import socket
 import subprocess
 import sys
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import time_machine
-from django.utils import timezone
-from kombu.exceptions import OperationalError
 
 from loyalty import services as loyalty
 from notifications import services
 from notifications.models import NotificationLog
-from notifications.tasks import deliver_notification, notify_event, notify_events, send_due_notifications
+from notifications.tasks import notify_event
 from tests.factories import BusinessFactory, LoyaltyProgramFactory, UserFactory
+from tests.notifications.conftest import sweep
 
 pytestmark = pytest.mark.django_db
 
@@ -26,39 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPIRING = {"days": 1, "batches": [{"amount": "10.00", "date": "27.11.2026"}]}
 
 
-class Broker:
-    """Stands in for Redis in front of the eager tasks: while `down`, enqueueing raises as
-    kombu does when it cannot connect; `published` lists what was offered to it."""
-
-    def __init__(self, monkeypatch):
-        self.down = False
-        self.published: list[str] = []
-        for task in (notify_event, notify_events, deliver_notification):
-            monkeypatch.setattr(task, "apply_async", self._apply_async(task, task.apply_async))
-
-    def _apply_async(self, task, apply_async):
-        def offered(*args, **kwargs):
-            self.published.append(task.name.rsplit(".", 1)[-1])
-            if self.down:
-                raise OperationalError("Error 111 connecting to redis:6379. Connection refused.")
-            return apply_async(*args, **kwargs)
-
-        return offered
-
-
-@pytest.fixture
-def broker(monkeypatch):
-    return Broker(monkeypatch)
-
-
 @pytest.fixture
 def customer(db):
     return UserFactory(phone="+79991112233", email="")
-
-
-def sweep(minutes_later: float) -> int:
-    with time_machine.travel(timezone.now() + timedelta(minutes=minutes_later)):
-        return send_due_notifications()
 
 
 def test_with_the_broker_down_the_message_waits_in_the_log_and_the_sweeper_sends_it_once(

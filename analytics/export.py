@@ -196,27 +196,18 @@ REGISTRATION_COLUMNS = (
     "refunded_amount",
     "updated_at",
 )
+# The columns read from the registration's event (the others are the registration's own).
+EVENT_PATHS = {
+    "business_id": "event__business_id",
+    "event_status": "event__status",
+    "event_starts_at": "event__starts_at",
+    "event_ends_at": "event__ends_at",
+}
 REGISTRATIONS = Stream(
     name="event_registrations",
     model=Registration,
     time_field="changed_at",
-    paths=(
-        "id",
-        "event_id",
-        "event__business_id",
-        "customer_id",
-        "status",
-        "event__status",
-        "event__starts_at",
-        "event__ends_at",
-        "registered_at",
-        "checked_in_at",
-        "cancelled_at",
-        "paid_amount",
-        "refunded_amount",
-        "updated_at",
-        "changed_at",
-    ),
+    paths=(*(EVENT_PATHS.get(column, column) for column in REGISTRATION_COLUMNS), "changed_at"),
     columns=REGISTRATION_COLUMNS,
     version=lambda values: _micros(values[-1]),  # the later change of the registration and its event
     sql=f"""

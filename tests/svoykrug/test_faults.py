@@ -68,7 +68,7 @@ def redis_outage():
     app.conf.broker_url, app.conf.task_always_eager = REDIS_DOWN, False
     _forget_broker_connections(app)
     try:
-        caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_DOWN}}
+        caches = {"default": {"BACKEND": "svoykrug.cache.RedisCache", "LOCATION": REDIS_DOWN}}  # as in production
         with override_settings(CACHES=caches):
             with pytest.raises(Exception, match="onnect"):
                 cache.get("anything")  # it really is down

@@ -584,8 +584,11 @@ def revoke_api_key(*, api_key) -> bool:
     """Revoke a key; True if this call revoked it. A revoked key stops working at once."""
     from accounts.models import ApiKey
 
+    revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()) == 1
+    # After the write: outside a transaction the renewal is immediate, and a key read before
+    # the write must not be kept under the new version (inside one, it is renewed on commit too).
     answers.changed(f"apikey:{api_key.prefix}")
-    return ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()) == 1
+    return revoked
 
 
 def authenticate_api_key(raw_key: str):

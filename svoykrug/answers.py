@@ -69,7 +69,8 @@ def enabled() -> bool:
 def changed(*scopes: str) -> None:
     """What these scopes cover changed (or is about to, in the current transaction): no
     answer computed before this call is served again. Renewed even where the cache is
-    turned off, so that processes that keep answers never serve one from before it."""
+    turned off, so that processes that keep answers never serve one from before it.
+    Outside a transaction the renewal is immediate: call it after the write."""
     if not scopes:
         return
     _renew(scopes)

@@ -159,3 +159,25 @@ def test_a_key_of_another_business_created_later_is_not_confused_with_a_cached_o
 
     assert response.status_code == 201
     assert Transaction.objects.get(business=other).external_id == "1"
+
+
+def test_a_key_read_while_it_is_being_revoked_is_not_kept_as_current(pos, monkeypatch):
+    """Another process reads the key between the renewal and the revoking write: what it keeps
+    must not be served after the write. The renewal comes after the write."""
+    from accounts import services as accounts
+
+    client, api_key = pos
+    assert sell(client, "1").status_code == 201
+    renew, raced = accounts.answers.changed, []
+
+    def renew_then_read(*scopes):
+        renew(*scopes)
+        if not raced:  # another request reads the key right after the renewal
+            raced.append(client.get("/api/v1/partner/customers/+79991112233/").status_code)
+
+    monkeypatch.setattr(accounts.answers, "changed", renew_then_read)
+    accounts.revoke_api_key(api_key=api_key)
+    monkeypatch.setattr(accounts.answers, "changed", renew)
+
+    assert raced
+    assert sell(client, "2").status_code == 401

@@ -18,10 +18,11 @@ import math
 from functools import wraps
 from types import SimpleNamespace
 
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache import cache as default_cache
 from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ImproperlyConfigured
 from django.http import JsonResponse
-from django.utils.connection import ConnectionProxy
 from rest_framework.exceptions import Throttled
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
@@ -75,8 +76,8 @@ class WindowRateThrottle(SimpleRateThrottle):
 def _count(cache, key: str, timeout: int) -> int:
     """Add one to the window's counter and return it. On Redis, one round trip (SET NX with
     the expiry, then INCR, pipelined); elsewhere the cache API's add and incr."""
-    if isinstance(cache, ConnectionProxy):  # django.core.cache.cache, as DRF's throttles hold it
-        cache = cache._connections[cache._alias]
+    if cache is default_cache:  # the proxy DRF's throttles hold: the backend behind it
+        cache = caches[DEFAULT_CACHE_ALIAS]
     if isinstance(cache, RedisCache):
         full_key = cache.make_and_validate_key(key)
         pipe = cache._cache.get_client(full_key, write=True).pipeline(transaction=False)

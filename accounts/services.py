@@ -521,15 +521,15 @@ def close_account(*, user: User) -> User:
     """Close the account as app stores require: personal data is wiped, every token is
     revoked, and the row stays so that purchases and the bonus ledger (its balance with it)
     keep their owner. Seats and waitlist places in events not yet ended are given up, in
-    this transaction, as the customer's own cancellation would."""
+    this transaction, as the customer's own cancellation would, and open votes withdrawn."""
     # Imported here, as the notification service is above: loyalty (which events uses) imports
     # this module, and accounts depends on no other app when it loads.
-    from events.services import give_up_registrations
+    from events.services import leave_events
 
     user = User.objects.select_for_update().get(pk=user.pk)
     logger.info("Closing account %s (%s)", user.pk, mask_phone(user.phone))
     # The user's row first, then (inside events) each event, its registrations, the bonus accounts.
-    give_up_registrations(user=user)
+    leave_events(user=user)
     user.phone = None
     user.first_name = ""
     user.last_name = ""

@@ -33,7 +33,7 @@ from events.services.registrations import (
     CancelResult,
     cancel_registration,
     fill_seats,
-    give_up_registrations,
+    leave_events,
     refund_deadline,
     register_for_event,
 )
@@ -66,7 +66,7 @@ __all__ = [
     "fill_seats",
     "finish_events",
     "forget_vote_counts",
-    "give_up_registrations",
+    "leave_events",
     "process_vote",
     "publish_event",
     "refund_deadline",

@@ -1,5 +1,5 @@
-"""Seats: registration, the waitlist, cancellation with its refund (a closing account's
-too), and promotion.
+"""Seats: registration, the waitlist, cancellation with its refund, promotion, and a closing
+account leaving its events.
 
 Every change to an event's seats happens under the event row's lock, taken first, then the
 registration's, then (inside loyalty) the customer's bonus account: one order everywhere,
@@ -21,6 +21,7 @@ from events.models import ZERO, Event, Registration
 from events.services.errors import CancellationRefused, NotRegistered, RegistrationClosed
 from events.services.messages import tell
 from loyalty import services as loyalty
+from svoykrug import answers
 
 logger = logging.getLogger(__name__)
 
@@ -183,19 +184,28 @@ def _give_up(registration: Registration, event: Event, *, now: datetime) -> Deci
     return refunded
 
 
-def give_up_registrations(*, user: User) -> list[CancelResult]:
-    """A customer closing their account gives up every seat and waitlist place in events that
-    have not ended, each as their own cancellation would (the same refund rule, the freed seat
-    to the waitlist). An event under way is no exception here: its seat is freed with nothing
-    returned. Registrations of ended events, and check-ins, stay as history. The customer is
-    told nothing (they asked to leave); whoever gets a seat is told as usual."""
+def leave_events(*, user: User) -> list[CancelResult]:
+    """A customer closing their account leaves the events: every seat and waitlist place in
+    events that have not ended is given up as their own cancellation would be (the same refund
+    rule, the freed seat to the waitlist), and their votes on proposals still open are
+    withdrawn, so a closed account neither holds a seat nor helps publish an event. An event
+    under way is no exception: its seat is freed with nothing returned. Registrations of
+    ended events, check-ins and votes already decided stay as history. The customer is told
+    nothing (they asked to leave); whoever gets a seat is told as usual. Returns the seats
+    and places given up."""
+    from events.models import Vote
+    from events.services.votes import forget_vote_counts
+
     with transaction.atomic():
         now = timezone.now()
-        upcoming = Registration.objects.filter(customer=user, status__in=HELD, event__ends_at__gt=now)
-        event_ids = list(upcoming.values_list("event_id", flat=True))
+        seat_events = Registration.objects.filter(customer=user, status__in=HELD, event__ends_at__gt=now)
+        open_votes = Vote.objects.filter(
+            customer=user, event__status=Event.Status.PROPOSED, event__voting_deadline__gt=now
+        )
+        event_ids = {*seat_events.values_list("event_id", flat=True), *open_votes.values_list("event_id", flat=True)}
         if not event_ids:
             return []
-        # Every event before any registration or bonus account, in id order: each event's
+        # Every event before any registration, vote or bonus account, in id order: each event's
         # cancellation takes bonus accounts, and no path may wait for an event while holding one.
         events = {
             event.pk: event
@@ -218,7 +228,23 @@ def give_up_registrations(*, user: User) -> list[CancelResult]:
             registration.event = event
             refunded = _give_up(registration, event, now=now)
             results.append(CancelResult(registration, refunded, was_cancelled=True))
-        logger.info("Customer %s gave up %d registration(s) on leaving", user.pk, len(results))
+        # Read again under the events' locks: a proposal published or closed meanwhile keeps its votes.
+        still_open = [
+            pk for pk, event in events.items() if event.status == Event.Status.PROPOSED and event.voting_deadline > now
+        ]
+        withdrawn = Vote.objects.filter(customer=user, event_id__in=still_open).delete()[0] if still_open else 0
+        # The counters are dropped while the events are locked: a reader rebuilding them takes
+        # the event's lock first, so it counts from this transaction's outcome.
+        for pk in still_open:
+            forget_vote_counts(pk)
+        if withdrawn:
+            answers.changed("events")
+        logger.info(
+            "Customer %s gave up %d registration(s) and withdrew %d vote(s) on leaving",
+            user.pk,
+            len(results),
+            withdrawn,
+        )
     return results
 
 

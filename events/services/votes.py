@@ -104,6 +104,10 @@ def process_vote(user: User, event: Event, vote: str) -> VoteResult:
     touched = False
     try:
         with transaction.atomic():
+            # The customer's row first, as closing the account takes it before the events: a
+            # vote racing the closure waits for it, then finds the account closed.
+            if not User.objects.select_for_update().filter(pk=user.pk, is_active=True).values_list("pk").first():
+                raise VotingClosed(_("This account is closed."))
             event = Event.objects.select_for_update(of=("self",)).select_related("business").get(pk=event.pk)
             now = timezone.now()
             if event.status != Event.Status.PROPOSED or event.voting_deadline <= now:

@@ -1,17 +1,18 @@
 """Closing an account gives up the customer's seats and waitlist places in events not yet over,
-as their own cancellation would, in the closure's transaction; what is over stays as history."""
+as their own cancellation would, and withdraws their votes on proposals still open, in the
+closure's transaction; what is over or decided stays as history."""
 
 from datetime import timedelta
 
 import pytest
 import time_machine
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from accounts.models import User
 from accounts.services import close_account
 from events import services
-from events.models import Registration
+from events.models import Event, Registration, Vote
 from loyalty.models import LedgerEntry
 from loyalty.selectors import ledger_mismatches
 from tests.events.test_services import D, balance_of, fresh, person
@@ -169,7 +170,7 @@ def test_closing_an_account_without_registrations_changes_no_one_elses(make_even
     assert (state_of(seat), state_of(place), LedgerEntry.objects.count()) == before
     assert fresh(event).registered_count == 1
     assert balance_of(leaving) == D(50)
-    assert services.give_up_registrations(user=leaving) == []
+    assert services.leave_events(user=leaving) == []
 
 
 def test_the_closed_customer_is_told_nothing_and_the_promoted_one_as_usual(
@@ -211,3 +212,67 @@ def test_the_seats_are_given_up_only_if_the_account_is_closed(make_event, monkey
     assert (balance_of(leaving), balance_of(waiting)) == (D(0), D(40))
     assert fresh(event).registered_count == 1
     books_balance()
+
+
+# --- Votes ---------------------------------------------------------------------------------------
+
+
+def proposal_of(make_event, threshold=3):
+    return make_event(propose=True, vote_threshold=threshold, voting_deadline=timezone.now() + timedelta(days=1))
+
+
+def test_closing_the_account_withdraws_its_votes_on_open_proposals(make_event):
+    proposal, other = proposal_of(make_event), proposal_of(make_event, threshold=5)
+    leaving, staying = person(), person()
+    services.process_vote(leaving, proposal, "up")
+    services.process_vote(staying, proposal, "up")
+    services.process_vote(leaving, other, "down")
+    assert services.vote_counts(proposal.pk) == {"up": 2, "down": 0}  # the counters are in the cache now
+
+    close_account(user=leaving)
+
+    assert not Vote.objects.filter(customer=leaving).exists()
+    assert services.vote_counts(proposal.pk) == {"up": 1, "down": 0}
+    assert services.vote_counts(other.pk) == {"up": 0, "down": 0}
+    assert Vote.objects.filter(customer=staying, event=proposal, vote="up").count() == 1
+
+
+def test_a_withdrawn_vote_no_longer_helps_publish_the_event(make_event):
+    proposal = proposal_of(make_event, threshold=2)
+    leaving, first, second = person(), person(), person()
+    services.process_vote(leaving, proposal, "up")
+    close_account(user=leaving)
+
+    result = services.process_vote(first, proposal, "up")
+
+    assert (result.up, result.published) == (1, False)
+    assert fresh(proposal).status == Event.Status.PROPOSED
+    assert services.process_vote(second, proposal, "up").published is True
+
+
+def test_votes_on_decided_proposals_stay_as_history(make_event, manager):
+    published = proposal_of(make_event)
+    closed_voting = proposal_of(make_event)
+    leaving = person()
+    services.process_vote(leaving, published, "up")
+    services.process_vote(leaving, closed_voting, "up")
+    services.publish_event(published, by=manager)
+
+    with time_machine.travel(timezone.now() + timedelta(days=2)):  # voting on the second is over
+        close_account(user=leaving)
+
+    assert Vote.objects.filter(customer=leaving).count() == 2
+
+
+def test_a_closed_account_cannot_vote(make_event):
+    proposal = proposal_of(make_event)
+    leaving = person()
+    close_account(user=leaving)
+
+    with translation.override("en"), pytest.raises(services.VotingClosed) as refused:
+        services.process_vote(leaving, proposal, "up")
+
+    assert str(refused.value.message) == "This account is closed."
+
+    assert not Vote.objects.filter(event=proposal).exists()
+    assert services.vote_counts(proposal.pk) == {"up": 0, "down": 0}

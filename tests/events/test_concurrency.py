@@ -590,7 +590,7 @@ def test_a_registration_racing_the_closure_of_the_account_waits_for_it_and_is_re
 
     event = make_event(capacity=5, price=D(30))
     [leaving] = people(1, balance=100)
-    give_up = events_services.give_up_registrations
+    give_up = events_services.leave_events
 
     def close(holding):
         def slow_give_up(**kwargs):
@@ -598,7 +598,7 @@ def test_a_registration_racing_the_closure_of_the_account_waits_for_it_and_is_re
             wait_until_another_session_waits_for_a_lock()
             return give_up(**kwargs)
 
-        monkeypatch.setattr(events_services, "give_up_registrations", slow_give_up)
+        monkeypatch.setattr(events_services, "leave_events", slow_give_up)
         return close_account(user=leaving)
 
     closed, registered = hold_then_race(close, lambda: services.register_for_event(leaving, event))
@@ -609,3 +609,31 @@ def test_a_registration_racing_the_closure_of_the_account_waits_for_it_and_is_re
     event.refresh_from_db()
     assert event.registered_count == 0
     assert balance_of(leaving) == D(100)
+
+
+def test_a_vote_racing_the_closure_of_the_account_waits_for_it_and_is_refused(make_event, monkeypatch):
+    """As for a registration: the vote takes the customer's row first, so one sent while the
+    account closes waits for the closure and is refused, instead of counting a closed account's
+    vote after the closure withdrew the others."""
+    import events.services as events_services
+    from accounts.services import close_account
+
+    proposal = make_event(propose=True, vote_threshold=3, voting_deadline=timezone.now() + timedelta(days=1))
+    [leaving] = people(1)
+    leave = events_services.leave_events
+
+    def close(holding):
+        def slow_leave(**kwargs):
+            holding.set()
+            wait_until_another_session_waits_for_a_lock()
+            return leave(**kwargs)
+
+        monkeypatch.setattr(events_services, "leave_events", slow_leave)
+        return close_account(user=leaving)
+
+    closed, voted = hold_then_race(close, lambda: services.process_vote(leaving, proposal, "up"))
+
+    assert isinstance(closed, type(leaving)) and closed.is_active is False, closed
+    assert isinstance(voted, services.VotingClosed), voted
+    assert not Vote.objects.filter(event=proposal).exists()
+    assert services.vote_counts(proposal.pk) == {"up": 0, "down": 0}

@@ -526,7 +526,9 @@ def close_account(*, user: User) -> User:
     # this module, and accounts depends on no other app when it loads.
     from events.services import leave_events
 
-    user = User.objects.select_for_update().get(pk=user.pk)
+    # FOR NO KEY UPDATE: purchases of this customer (their rows reference this one) are not
+    # held up before they reach the bonus account, which the closure may take after them.
+    user = User.objects.select_for_update(no_key=True).get(pk=user.pk)
     logger.info("Closing account %s (%s)", user.pk, mask_phone(user.phone))
     # The user's row first, then (inside events) each event, its registrations, the bonus accounts.
     leave_events(user=user)

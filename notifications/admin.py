@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from notifications.models import Device, NotificationLog, NotificationPreferences
+from notifications.models import Device, NotificationLog, NotificationPreferences, PendingEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -38,5 +38,17 @@ class NotificationLogAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "channel", "kind", "recipient", "status", "reason", "attempts", "sent_at"]
     list_filter = ["channel", "status", "kind", "created_at"]
     search_fields = ["recipient", "user__phone", "provider_message_id", "idempotency_key"]
+    list_select_related = ["user"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(PendingEvent)
+class PendingEventAdmin(ReadOnlyAdmin):
+    """Events whose messages are not decided yet: normally gone within a second; rows older
+    than a minute mean the notifications queue has no worker (send_due_notifications decides
+    them once beat and a worker run)."""
+
+    list_display = ["created_at", "event_key", "user"]
+    search_fields = ["event_key", "user__phone"]
     list_select_related = ["user"]
     date_hierarchy = "created_at"

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -108,3 +109,22 @@ class NotificationLog(models.Model):
 
     def __str__(self):
         return f"{self.channel} {self.kind} → {self.recipient}: {self.status}"
+
+
+class PendingEvent(models.Model):
+    """An event's messages, written in the transaction of the write that caused them and
+    deleted by the one that decides them (notify): the outbox that makes a message survive a
+    broker that lost its task. The task named at commit takes it at once; the sweeper takes
+    what is left after NOTIFY_PENDING_GRACE_SECONDS."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    messages = models.JSONField(help_text=_("[kind, context] pairs."))
+    event_key = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("pending event")
+        verbose_name_plural = _("pending events")
+
+    def __str__(self):
+        return f"{self.event_key} → {self.user_id}"

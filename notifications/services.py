@@ -4,9 +4,11 @@ block a purchase.
 `notify(user, kind, context, event_key=...)` decides who hears what and how: it writes one
 `NotificationLog` row per message (the idempotency key makes a second notify for the
 same event a no-op) and enqueues its delivery after commit. `deliver(log_id)` sends one
-queued message through its channel, outside any lock, and records the outcome. Whatever the
-broker could not take waits in the log for `send_due_notifications`, so an outage of the
-broker delays messages but loses none.
+queued message through its channel, outside any lock, and records the outcome. A write tells
+its customer through `notify_after_commit`, which keeps the event in the write's own
+transaction (a PendingEvent, the outbox) until a task decides it. Whatever the broker could
+not take, or took and lost, waits in the database for `send_due_notifications`, so an
+outage of the broker delays messages but loses none.
 
 The catalogue's functions keep their names: `send_push`, `send_sms`, `send_email`.
 """
@@ -30,7 +32,7 @@ from django.utils import timezone, translation
 from accounts.models import User
 from accounts.phones import mask_phone
 from notifications.channels.sms import SmsError, SmsReceipt, get_sms_backend
-from notifications.models import Device, NotificationLog, NotificationPreferences
+from notifications.models import Device, NotificationLog, NotificationPreferences, PendingEvent
 
 logger = logging.getLogger(__name__)
 
@@ -318,67 +320,88 @@ def batched():
     if _batch.get() is not None:
         yield
         return
-    events: list = []
-    token = _batch.set(events)
+    pending: list = []
+    token = _batch.set(pending)
     try:
         yield
     finally:
         _batch.reset(token)
         # Registered after every event's own hook, so it runs once those that survived have
         # run; on an error too, for the events whose writes are committed all the same.
-        transaction.on_commit(lambda: _enqueue_events(events))
+        transaction.on_commit(lambda: _enqueue_pending(pending))
 
 
 def notify_after_commit(*, user_id, messages: list[tuple[str, dict]], event_key: str) -> None:
-    """Notify about one event once the current transaction commits, in one task: a
-    notification never slows, blocks or fails the write that caused it. `messages` are
-    (kind, context) pairs; contexts must be JSON (amounts as strings). Nothing is queued
-    inside `muted()`; inside `batched()` the events share a task. With the broker down the
-    messages are decided here and kept in the log for send_due_notifications, so an outage
-    delays them but loses none."""
+    """Notify about one event once the current transaction commits: a notification never
+    slows, blocks or fails the write that caused it. `messages` are (kind, context) pairs;
+    contexts must be JSON (amounts as strings).
+
+    The event is written now, in the caller's transaction (a PendingEvent: it commits or
+    rolls back with the write), and a task decides it after commit. If the broker is down or
+    loses the task, send_due_notifications decides it later, so a message is delayed but
+    never lost. Nothing is written inside `muted()`; inside `batched()` the events share a
+    task."""
     if _muted.get():
         return
-    event = (str(user_id), [list(message) for message in messages], event_key)
-    events = _batch.get()
-    if events is not None:
-        transaction.on_commit(lambda: events.append(event))
+    event = PendingEvent.objects.create(
+        user_id=user_id, messages=[list(message) for message in messages], event_key=event_key
+    )
+    entry = (str(user_id), event.pk)
+    batch = _batch.get()
+    if batch is not None:
+        transaction.on_commit(lambda: batch.append(entry))
     else:
-        transaction.on_commit(lambda: _enqueue_events([event]))
+        transaction.on_commit(lambda: _enqueue_pending([entry]))
 
 
-def _enqueue_events(events: list) -> None:
-    """One task per customer for these (user_id, messages, event_key) events."""
-    from notifications.tasks import notify_event, notify_events
+def _enqueue_pending(entries: list) -> None:
+    """One task per customer for these (user_id, pending event id) entries."""
+    from notifications.tasks import notify_pending
 
     by_user: dict[str, list] = {}
-    for user_id, pairs, event_key in events:
-        by_user.setdefault(user_id, []).append([pairs, event_key])
-    for user_id, groups in by_user.items():
+    for user_id, pending_id in entries:
+        by_user.setdefault(user_id, []).append(pending_id)
+    for user_id, pending_ids in by_user.items():
         try:
-            if len(groups) == 1:
-                _publish(notify_event, user_id, *groups[0])
-            else:
-                _publish(notify_events, user_id, groups)
+            _publish(notify_pending, user_id, pending_ids)
         except Exception as exc:  # a broker outage must not surface in the write that committed
-            kinds = [kind for pairs, _key in groups for kind in _kinds(pairs)]
-            logger.warning("Could not enqueue %s for %s (%s): keeping them for the sweeper", kinds, user_id, exc)
-            for pairs, event_key in groups:
-                _queue_for_the_sweeper(user_id=user_id, messages=pairs, event_key=event_key)
+            logger.warning(
+                "Could not enqueue pending events %s of %s (%s): they wait for the sweeper", pending_ids, user_id, exc
+            )
 
 
-def _queue_for_the_sweeper(*, user_id, messages: list, event_key: str) -> None:
-    """What notify_event would have done, in this process and without enqueueing deliveries:
-    the rows stay queued until send_due_notifications offers them. Their idempotency keys
-    make a notify_event that reached a worker after all a no-op, so each message goes once."""
-    try:
-        user = User.objects.filter(pk=user_id).first()
-        if user is None:
-            return
-        with transaction.atomic():
-            for kind, context in messages:
-                _queue(user, kind, context, event_key=event_key)
-    except Exception:  # the database failing too: nothing left to keep it in
-        logger.exception("Lost %s for %s: neither the broker nor the database took them", _kinds(messages), user_id)
+def decide_pending(pending_ids: list[int]) -> int:
+    """Decide the messages of these pending events (notify) and delete them, in one
+    transaction: each event is decided once, whether its task or the sweeper comes first
+    (the rows are locked, and one already taken is skipped). Returns how many log rows were
+    written."""
+    written = 0
+    with transaction.atomic():
+        events = (
+            PendingEvent.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(pk__in=pending_ids)
+            .select_related("user")
+            .order_by("pk")
+        )
+        taken = []
+        for event in events:
+            taken.append(event.pk)
+            for kind, context in event.messages:
+                written += len(notify(event.user, kind, context, event_key=event.event_key))
+        PendingEvent.objects.filter(pk__in=taken).delete()
+    return written
+
+
+def stale_pending(at: datetime | None = None) -> list[int]:
+    """Pending events left undecided past NOTIFY_PENDING_GRACE_SECONDS (their task never
+    came: the broker was down or lost it), oldest first, at most NOTIFY_PENDING_BATCH."""
+    at = at or timezone.now()
+    cutoff = at - timedelta(seconds=settings.NOTIFY_PENDING_GRACE_SECONDS)
+    return list(
+        PendingEvent.objects.filter(created_at__lte=cutoff)
+        .order_by("created_at", "id")
+        .values_list("id", flat=True)[: settings.NOTIFY_PENDING_BATCH]
+    )
 
 
 def _kinds(messages: list) -> list[str]:

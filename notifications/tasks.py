@@ -4,32 +4,15 @@ on a provider's temporary errors."""
 from celery import shared_task
 from django.conf import settings
 
-from accounts.models import User
 from notifications import services
 
 
-@shared_task(name="notifications.tasks.notify_event")
-def notify_event(user_id: str, messages: list, event_key: str) -> int:
-    """Decide and queue the messages of one event, given as [kind, context] pairs (see
-    services.notify). Returns how many were queued or recorded."""
-    user = User.objects.filter(pk=user_id).first()
-    if user is None:
-        return 0
-    return sum(len(services.notify(user, kind, context, event_key=event_key)) for kind, context in messages)
-
-
-@shared_task(name="notifications.tasks.notify_events")
-def notify_events(user_id: str, groups: list) -> int:
-    """notify_event for several events of one customer, given as [messages, event_key]
-    pairs: what one purchase tells (its bonuses, the coupons it issued) in one task."""
-    user = User.objects.filter(pk=user_id).first()
-    if user is None:
-        return 0
-    return sum(
-        len(services.notify(user, kind, context, event_key=event_key))
-        for messages, event_key in groups
-        for kind, context in messages
-    )
+@shared_task(name="notifications.tasks.notify_pending")
+def notify_pending(user_id: str, pending_ids: list) -> int:
+    """Decide the messages of one customer's pending events, written by the writes that
+    caused them (services.notify_after_commit); one already decided is skipped. Returns how
+    many were queued or recorded."""
+    return services.decide_pending(pending_ids)
 
 
 @shared_task(
@@ -51,8 +34,10 @@ def deliver_notification(self, log_id: int) -> str:
 
 @shared_task(name="notifications.tasks.send_due_notifications")
 def send_due_notifications() -> int:
-    """Every minute: messages past their quiet hours, or stranded by a broker outage."""
+    """Every minute: events whose task never came, then messages past their quiet hours or
+    stranded by a broker outage. Returns how many messages it decided or offered."""
+    decided = services.decide_pending(services.stale_pending())
     due = services.due_notifications()
     for log_id in due:
         deliver_notification.delay(log_id)
-    return len(due)
+    return decided + len(due)

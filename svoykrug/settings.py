@@ -462,6 +462,11 @@ NOTIFY_MAX_RETRIES = env_positive_int("NOTIFY_MAX_RETRIES", 5)
 NOTIFY_RETRY_BACKOFF_SECONDS = env_positive_int("NOTIFY_RETRY_BACKOFF_SECONDS", 30)
 # A message "sending" this long lost its worker and is queued again.
 NOTIFY_STALE_SENDING_MINUTES = env_positive_int("NOTIFY_STALE_SENDING_MINUTES", 10)
+# An event's messages still undecided this long after their write committed (the broker was
+# down, or lost the task) are decided by send_due_notifications instead.
+NOTIFY_PENDING_GRACE_SECONDS = env_positive_int("NOTIFY_PENDING_GRACE_SECONDS", 60)
+# How many pending events one sweep decides.
+NOTIFY_PENDING_BATCH = env_positive_int("NOTIFY_PENDING_BATCH", 500)
 
 # --- API ------------------------------------------------------------------------------
 

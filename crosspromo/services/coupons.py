@@ -256,7 +256,9 @@ def claim_coupon(code: str, *, business, customer_id, amount: Decimal, redeem: D
         raise CouponError(_("There is no such coupon."))
     issuing = CrossPromoChain.objects.filter(source_id=business.pk, status=Status.ACTIVE).values_list("pk", flat=True)
     _lock_chains({coupon.chain_id, *issuing})
-    coupon = Coupon.objects.select_for_update().select_related("chain", "chain__target").get(pk=coupon.pk)
+    # Only the coupon's row: its chain is locked above, and a lock on the joined partner row
+    # would hold up every other purchase at that partner (their rows reference it).
+    coupon = Coupon.objects.select_for_update(of=("self",)).select_related("chain", "chain__target").get(pk=coupon.pk)
     return quote_coupon(coupon, business=business, customer_id=customer_id, amount=amount, redeem=redeem)
 
 

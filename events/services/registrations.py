@@ -78,7 +78,10 @@ def register_for_event(user: User, event: Event) -> Registration:
     with transaction.atomic():
         # The customer's row first, as closing the account takes it before the events: a
         # registration racing the closure waits for it, then finds the account closed.
-        if not User.objects.select_for_update().filter(pk=user.pk, is_active=True).values_list("pk").first():
+        # FOR NO KEY UPDATE: a purchase of the same customer (its rows reference this one) does
+        # not wait for it, as it would behind FOR UPDATE while holding the bonus account that
+        # this registration takes next: a deadlock.
+        if not User.objects.select_for_update(no_key=True).filter(pk=user.pk, is_active=True).values_list("pk").first():
             raise RegistrationClosed(_("This account is closed."))
         event = Event.objects.select_for_update(of=("self",)).select_related("business").get(pk=event.pk)
         now = timezone.now()

@@ -106,7 +106,13 @@ def process_vote(user: User, event: Event, vote: str) -> VoteResult:
         with transaction.atomic():
             # The customer's row first, as closing the account takes it before the events: a
             # vote racing the closure waits for it, then finds the account closed.
-            if not User.objects.select_for_update().filter(pk=user.pk, is_active=True).values_list("pk").first():
+            # FOR NO KEY UPDATE, as a registration takes it (see there).
+            if (
+                not User.objects.select_for_update(no_key=True)
+                .filter(pk=user.pk, is_active=True)
+                .values_list("pk")
+                .first()
+            ):
                 raise VotingClosed(_("This account is closed."))
             event = Event.objects.select_for_update(of=("self",)).select_related("business").get(pk=event.pk)
             now = timezone.now()

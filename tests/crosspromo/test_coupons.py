@@ -336,3 +336,62 @@ def test_partners_in_a_ring_redeeming_each_others_coupons_at_once_never_deadlock
     results = run_parallel(24, redeem)
     assert [r for r in results if isinstance(r, Exception)] == []
     assert Coupon.objects.filter(status=Coupon.Status.REDEEMED).count() == 24
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_coupon_being_redeemed_does_not_hold_up_other_purchases_at_the_partner(cafe, salon, monkeypatch):
+    """The redemption locks the coupon and its chain, not the partner's row: every purchase
+    at the partner references that row, and PostgreSQL checks the reference under a lock
+    that FOR UPDATE on the partner would block until the redemption commits."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from loyalty.services import purchases
+
+    chain(cafe, salon)
+    coupon = buy(cafe, "c-1", "800").coupons_issued.get()
+    claimed, other_done = threading.Event(), threading.Event()
+    outcome = {}
+    claim = purchases._claim_coupon
+
+    def claim_and_hold(*args, **kwargs):
+        result = claim(*args, **kwargs)
+        claimed.set()
+        # Hold the redemption's locks until the other purchase is done or waits for one of them.
+        with connection.cursor() as cursor:
+            while not other_done.wait(timeout=0.01):
+                cursor.execute("SELECT pg_stat_clear_snapshot()")
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+                if cursor.fetchone()[0]:
+                    outcome["other purchase"] = "waited for the redemption"
+                    break
+        return result
+
+    monkeypatch.setattr(purchases, "_claim_coupon", claim_and_hold)
+
+    def redeem():
+        try:
+            return buy(salon, "till-1", "1000", coupon=coupon.code)
+        finally:
+            connection.close()
+
+    def other_purchase():
+        assert claimed.wait(timeout=30)
+        try:
+            return buy(salon, "till-2", "1000", phone="+79163000777")
+        finally:
+            other_done.set()
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        redeemed, other = pool.submit(redeem), pool.submit(other_purchase)
+        redeemed, other = redeemed.result(timeout=60), other.result(timeout=60)
+
+    assert outcome == {}
+    assert redeemed.coupon_discount == D(200) and other.coupon_discount == D(0)

@@ -637,3 +637,51 @@ def test_a_vote_racing_the_closure_of_the_account_waits_for_it_and_is_refused(ma
     assert isinstance(voted, services.VotingClosed), voted
     assert not Vote.objects.filter(event=proposal).exists()
     assert services.vote_counts(proposal.pk) == {"up": 0, "down": 0}
+
+
+def test_a_purchase_and_a_registration_of_the_same_customer_at_once_both_go_through(make_event, monkeypatch):
+    """A registration holds the customer's row, then takes their bonus account to pay; a
+    purchase holds the account, then writes rows that reference the customer (PostgreSQL
+    checks those keys under a KEY SHARE lock on the customer's row). Behind FOR UPDATE that
+    check waited for the registration while the registration waited for the account: a
+    deadlock, and one of the two failed. The customer's row is taken FOR NO KEY UPDATE."""
+    from events.services import registrations
+    from tests.factories import LoyaltyProgramFactory
+
+    event = make_event(capacity=5, price=D(30))
+    [customer] = people(1, balance=100)
+    shop = LoyaltyProgramFactory().business
+    purchase_done = threading.Event()
+    check_open = registrations._open_for_registration
+
+    def register(holding):
+        def held_open(*args, **kwargs):
+            holding.set()
+            # The purchase either finishes or waits for this transaction's lock on the customer.
+            deadline = time.monotonic() + 30
+            with connection.cursor() as cursor:
+                while not purchase_done.is_set() and time.monotonic() < deadline:
+                    cursor.execute("SELECT pg_stat_clear_snapshot()")
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                    )
+                    if cursor.fetchone()[0]:
+                        break
+                    time.sleep(0.01)
+            return check_open(*args, **kwargs)
+
+        monkeypatch.setattr(registrations, "_open_for_registration", held_open)
+        return services.register_for_event(customer, event)
+
+    def buy():
+        try:
+            return loyalty.record_transaction(business=shop, customer=customer, external_id="p1", amount=D(1000))
+        finally:
+            purchase_done.set()
+
+    registered, bought = hold_then_race(register, buy)
+
+    assert isinstance(registered, Registration) and registered.status == RegStatus.REGISTERED, registered
+    assert isinstance(bought, loyalty.PurchaseResult) and bought.created, bought
+    assert ledger_mismatches() == []

@@ -2,7 +2,7 @@
 and 2 hours ahead, proposals closed when their vote fails, events finished and absentees marked.
 
 What customers hear is read where the notification service decides it: `notify`, reached
-through `notify_after_commit` → the `notify_event` task, once the transaction commits."""
+through `notify_after_commit` → the `notify_pending` task, once the transaction commits."""
 
 from datetime import timedelta
 

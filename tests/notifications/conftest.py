@@ -5,11 +5,12 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.test import TestCase
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from notifications.channels.push import PushOutcome
-from notifications.tasks import deliver_notification, notify_event, notify_events, send_due_notifications
+from notifications.tasks import deliver_notification, notify_pending, send_due_notifications
 from tests.fakes.smsru import FakeSmsRu
 
 
@@ -61,7 +62,7 @@ class Broker:
     def __init__(self, monkeypatch):
         self.down = False
         self.published: list[str] = []
-        for task in (notify_event, notify_events, deliver_notification):
+        for task in (notify_pending, deliver_notification):
             monkeypatch.setattr(task, "apply_async", self._apply_async(task, task.apply_async))
 
     def _apply_async(self, task, apply_async):
@@ -80,5 +81,10 @@ def broker(monkeypatch):
 
 
 def sweep(minutes_later: float) -> int:
-    with time_machine.travel(timezone.now() + timedelta(minutes=minutes_later)):
+    """The sweeper's run that long from now, with the deliveries it enqueues on commit run
+    (as they are after its transaction in a worker)."""
+    with (
+        time_machine.travel(timezone.now() + timedelta(minutes=minutes_later)),
+        TestCase.captureOnCommitCallbacks(execute=True),
+    ):
         return send_due_notifications()

@@ -1,6 +1,6 @@
 """One task per customer for what one purchase tells (notifications.services.batched): its
 bonuses and the coupons it issued go out together after commit, a rolled-back part tells
-nothing, and with the broker down every message still waits in the log for the sweeper."""
+nothing, and with the broker down every event still waits in the database for the sweeper."""
 
 from decimal import Decimal
 
@@ -11,7 +11,7 @@ from crosspromo import services as crosspromo
 from crosspromo.services import ChainConfig
 from loyalty import services as loyalty
 from notifications import services
-from notifications.models import NotificationLog
+from notifications.models import NotificationLog, PendingEvent
 from tests.factories import BusinessFactory, LoyaltyProgramFactory, UserFactory
 from tests.notifications.conftest import sweep
 
@@ -55,8 +55,8 @@ def test_a_purchase_that_earns_and_issues_a_coupon_publishes_one_task(
             business=cafe_with_chain, customer=customer, external_id="p1", amount=Decimal(1000)
         )
 
-    assert broker.published[0] == "notify_events"
-    assert "notify_event" not in broker.published  # not one task per event
+    assert broker.published.count("notify_pending") == 1  # not one task per event
+    assert not PendingEvent.objects.exists()  # both decided by it
     coupon = result.transaction.coupons_issued.get()
     assert told() == [
         (customer.pk, "bonus_accrued", f"txn:{result.transaction.pk}"),
@@ -80,8 +80,9 @@ def test_the_events_of_a_rolled_back_savepoint_tell_nothing(customer, broker, dj
         except RuntimeError:
             pass
 
-    assert broker.published[0] == "notify_event"  # one event left: the single-event task
+    assert broker.published.count("notify_pending") == 1
     assert told() == [(customer.pk, "bonus_expiring", "kept")]
+    assert not PendingEvent.objects.exists()  # the undone one was never written
 
 
 def test_a_batch_rolled_back_as_a_whole_tells_nothing(customer, broker, django_capture_on_commit_callbacks):
@@ -96,6 +97,7 @@ def test_a_batch_rolled_back_as_a_whole_tells_nothing(customer, broker, django_c
 
     assert broker.published == []
     assert not NotificationLog.objects.exists()
+    assert not PendingEvent.objects.exists()
 
 
 def test_nested_batches_join_the_outer_one_and_customers_get_a_task_each(
@@ -109,14 +111,14 @@ def test_nested_batches_join_the_outer_one_and_customers_get_a_task_each(
         services.notify_after_commit(user_id=other.pk, messages=[("bonus_expiring", EXPIRING)], event_key="c")
         assert broker.published == []  # nothing before the commit
 
-    assert sorted(broker.published[:2]) == ["notify_event", "notify_events"]
+    assert broker.published[:2] == ["notify_pending", "notify_pending"]  # one per customer
     assert told() == sorted(
         [(customer.pk, "bonus_expiring", "a"), (customer.pk, "bonus_expiring", "b"), (other.pk, "bonus_expiring", "c")],
         key=str,
     )
 
 
-def test_with_the_broker_down_a_batch_waits_in_the_log_and_goes_once(
+def test_with_the_broker_down_a_batch_waits_in_the_database_and_goes_once(
     customer, cafe_with_chain, broker, push, django_capture_on_commit_callbacks
 ):
     services.register_device(user=customer, token="tok-a", platform="android")
@@ -124,15 +126,19 @@ def test_with_the_broker_down_a_batch_waits_in_the_log_and_goes_once(
     with django_capture_on_commit_callbacks(execute=True):
         loyalty.record_transaction(business=cafe_with_chain, customer=customer, external_id="p1", amount=Decimal(1000))
 
-    assert broker.published == ["notify_events"]
-    assert sorted(NotificationLog.objects.values_list("kind", "status")) == [
-        ("bonus_accrued", "queued"),
-        ("coupon_issued", "queued"),
-    ]
+    assert broker.published == ["notify_pending"]
+    assert PendingEvent.objects.count() == 2  # the purchase's bonuses and its coupon
+    assert not NotificationLog.objects.exists()
     assert push.sent == []
 
     broker.down = False
+    assert sweep(minutes_later=0.5) == 0  # within NOTIFY_PENDING_GRACE_SECONDS: its task may still come
     assert sweep(minutes_later=2) == 2
+    assert sorted(NotificationLog.objects.values_list("kind", "status")) == [
+        ("bonus_accrued", "sent"),
+        ("coupon_issued", "sent"),
+    ]
+    assert not PendingEvent.objects.exists()
     assert sweep(minutes_later=3) == 0
     assert len(push.sent) == 2
 

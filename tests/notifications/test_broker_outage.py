@@ -1,5 +1,6 @@
-"""With the broker down an event's messages are kept in the notification log, the write that
-caused them commits undisturbed, and the sweeper sends each message once the broker is back."""
+"""With the broker down, or a broker that lost the task, an event waits in the database (the
+PendingEvent its write committed), the write commits undisturbed, and the sweeper decides and
+sends each message once the broker is back."""
 
 import os
 import socket
@@ -12,8 +13,8 @@ import pytest
 
 from loyalty import services as loyalty
 from notifications import services
-from notifications.models import NotificationLog
-from notifications.tasks import notify_event
+from notifications.models import NotificationLog, PendingEvent
+from notifications.tasks import notify_pending
 from tests.factories import BusinessFactory, LoyaltyProgramFactory, UserFactory
 from tests.notifications.conftest import sweep
 
@@ -28,7 +29,7 @@ def customer(db):
     return UserFactory(phone="+79991112233", email="")
 
 
-def test_with_the_broker_down_the_message_waits_in_the_log_and_the_sweeper_sends_it_once(
+def test_with_the_broker_down_the_event_waits_in_the_database_and_the_sweeper_sends_it_once(
     customer, broker, sms, django_capture_on_commit_callbacks
 ):
     broker.down = True
@@ -36,24 +37,41 @@ def test_with_the_broker_down_the_message_waits_in_the_log_and_the_sweeper_sends
     with django_capture_on_commit_callbacks(execute=True):
         services.notify_after_commit(user_id=customer.pk, messages=[("bonus_expiring", EXPIRING)], event_key="e1")
 
-    log = NotificationLog.objects.get()
-    assert (log.kind, log.channel, log.recipient, log.status, log.attempts) == (
-        "bonus_expiring",
-        "sms",
-        "+79991112233",
-        "queued",
-        0,
-    )
-    assert broker.published == ["notify_event"]  # its delivery is not offered to a broker known to be down
+    pending = PendingEvent.objects.get()
+    assert (pending.user_id, pending.messages, pending.event_key) == (customer.pk, [["bonus_expiring", EXPIRING]], "e1")
+    assert broker.published == ["notify_pending"]
+    assert not NotificationLog.objects.exists()
     assert sms.sent == []
 
     broker.down = False
     assert sweep(minutes_later=2) == 1
     assert sweep(minutes_later=3) == 0
 
-    log.refresh_from_db()
-    assert (log.status, log.attempts) == ("sent", 1)
+    log = NotificationLog.objects.get()
+    assert (log.kind, log.channel, log.recipient, log.status, log.attempts) == (
+        "bonus_expiring",
+        "sms",
+        "+79991112233",
+        "sent",
+        1,
+    )
     assert [phone for phone, _text in sms.sent] == ["+79991112233"]
+    assert not PendingEvent.objects.exists()
+
+
+def test_a_task_the_broker_took_and_lost_is_made_up_by_the_sweeper(
+    customer, broker, sms, django_capture_on_commit_callbacks, monkeypatch
+):
+    # Redis accepted the task, then lost it with its memory: the publish succeeded, nothing ran.
+    monkeypatch.setattr(notify_pending, "apply_async", lambda *args, **kwargs: None)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.notify_after_commit(user_id=customer.pk, messages=[("bonus_expiring", EXPIRING)], event_key="e1")
+    assert not NotificationLog.objects.exists()
+
+    assert sweep(minutes_later=2) == 1
+
+    assert NotificationLog.objects.get().status == "sent"
+    assert len(sms.sent) == 1
 
 
 def test_an_event_task_that_reached_a_worker_after_all_sends_nothing_twice(
@@ -63,10 +81,13 @@ def test_an_event_task_that_reached_a_worker_after_all_sends_nothing_twice(
     with django_capture_on_commit_callbacks(execute=True):
         services.notify_after_commit(user_id=customer.pk, messages=[("bonus_expiring", EXPIRING)], event_key="e1")
     broker.down = False
+    pending = PendingEvent.objects.get()
 
     # The publish that "failed" was delivered anyway (a timeout after Redis took it).
-    assert notify_event(str(customer.pk), [["bonus_expiring", EXPIRING]], "e1") == 0
-    assert sweep(minutes_later=2) == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert notify_pending(str(customer.pk), [pending.pk]) == 1
+    assert notify_pending(str(customer.pk), [pending.pk]) == 0  # decided once
+    assert sweep(minutes_later=2) == 0
 
     assert NotificationLog.objects.count() == 1
     assert len(sms.sent) == 1
@@ -86,20 +107,20 @@ def test_while_the_broker_is_down_a_purchase_is_recorded_and_its_messages_go_lat
         )
 
     assert (result.created, result.balance) == (True, Decimal("150.00"))
-    assert sorted(NotificationLog.objects.values_list("kind", "recipient", "status")) == [
-        ("bonus_accrued", "tok-a", "queued"),
-        ("bonus_accrued", "tok-b", "queued"),
-        ("welcome", "tok-a", "queued"),
-        ("welcome", "tok-b", "queued"),
-    ]
-    assert broker.published == ["notify_event"]
+    assert PendingEvent.objects.get().event_key == f"txn:{result.transaction.pk}"
+    assert broker.published == ["notify_pending"]
     assert push.sent == []
 
     broker.down = False
     assert sweep(minutes_later=2) == 4
     assert sweep(minutes_later=3) == 0
 
-    assert set(NotificationLog.objects.values_list("status", flat=True)) == {"sent"}
+    assert sorted(NotificationLog.objects.values_list("kind", "recipient", "status")) == [
+        ("bonus_accrued", "tok-a", "sent"),
+        ("bonus_accrued", "tok-b", "sent"),
+        ("welcome", "tok-a", "sent"),
+        ("welcome", "tok-b", "sent"),
+    ]
     assert sorted(tokens[0] for tokens, _title, _body in push.sent) == ["tok-a", "tok-a", "tok-b", "tok-b"]
 
 
@@ -110,7 +131,7 @@ def test_with_the_broker_up_the_event_is_sent_once_and_nothing_is_left_for_the_s
         with django_capture_on_commit_callbacks(execute=True):
             services.notify_after_commit(user_id=customer.pk, messages=[("bonus_expiring", EXPIRING)], event_key="e1")
 
-    assert broker.published == ["notify_event", "deliver_notification", "notify_event"]
+    assert broker.published == ["notify_pending", "deliver_notification", "notify_pending"]
     assert NotificationLog.objects.get().status == "sent"
     assert sweep(minutes_later=2) == 0
     assert len(sms.sent) == 1
@@ -143,6 +164,7 @@ def test_a_muted_event_is_not_kept_either(customer, broker, django_capture_on_co
 
     assert broker.published == []
     assert NotificationLog.objects.count() == 0
+    assert not PendingEvent.objects.exists()
 
 
 def _closed_port() -> int:
@@ -160,12 +182,12 @@ django.setup()
 from kombu.exceptions import OperationalError
 from notifications import services
 from notifications.channels.push import PushOutcome
-from notifications.tasks import notify_event
+from notifications.tasks import notify_pending
 from svoykrug.celery import app
 assert not app.conf.task_always_eager
 started = time.monotonic()
 try:
-    services._publish(notify_event, "1", [], "e1")
+    services._publish(notify_pending, "1", [])
 except OperationalError:
     print(f"{time.monotonic() - started:.3f}")
 """
@@ -180,3 +202,23 @@ except OperationalError:
 
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) < 0.3, result.stdout
+
+
+def test_staff_see_the_events_waiting_for_the_sweeper_and_cannot_change_them(
+    customer, broker, client, django_capture_on_commit_callbacks
+):
+    staff = UserFactory(phone="+79990000001", is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    broker.down = True
+    with django_capture_on_commit_callbacks(execute=True):
+        services.notify_after_commit(user_id=customer.pk, messages=[("bonus_expiring", EXPIRING)], event_key="txn:42")
+    pending = PendingEvent.objects.get()
+
+    listing = client.get("/admin/notifications/pendingevent/")
+    shown = client.get(f"/admin/notifications/pendingevent/{pending.pk}/change/")
+    deleted = client.post(f"/admin/notifications/pendingevent/{pending.pk}/delete/", {"post": "yes"})
+
+    assert listing.status_code == 200 and "txn:42" in listing.content.decode()
+    assert shown.status_code == 200
+    assert deleted.status_code == 403
+    assert PendingEvent.objects.filter(pk=pending.pk).exists()

@@ -33,7 +33,8 @@ Definitions (the warehouse's rows; every query is scoped to the business and rea
   (registered, checked in or no-show: not waitlisted, not cancelled); attendance is the
   checked-in share of the seats of those of them that have ended, in percent to one decimal
   (None without any: its change is in points, not percent); bonuses for tickets are what
-  their registrations paid less what was refunded (a late cancellation keeps its price);
+  their registrations paid less what was refunded (a late cancellation keeps its price, also
+  when the customer registers again on the same row and pays anew);
   new attendees are the checked-in customers, each once, with no purchase here before the
   event's start (`partner_firsts`, whatever became of the purchase).
 - segments: the RFM segment counts of the business's customers at the period's end

@@ -196,24 +196,27 @@ REGISTRATION_COLUMNS = (
     "refunded_amount",
     "updated_at",
 )
-# The columns read from the registration's event (the others are the registration's own).
-EVENT_PATHS = {
+# The columns read from the registration's event, and its payment over every seat on the row
+# (a seat given up too late kept its price; registering again paid anew): the others are the
+# registration's own fields.
+REGISTRATION_PATHS = {
     "business_id": "event__business_id",
     "event_status": "event__status",
     "event_starts_at": "event__starts_at",
     "event_ends_at": "event__ends_at",
+    "paid_amount": "paid_in_all",
 }
 REGISTRATIONS = Stream(
     name="event_registrations",
     model=Registration,
     time_field="changed_at",
-    paths=(*(EVENT_PATHS.get(column, column) for column in REGISTRATION_COLUMNS), "changed_at"),
+    paths=(*(REGISTRATION_PATHS.get(column, column) for column in REGISTRATION_COLUMNS), "changed_at"),
     columns=REGISTRATION_COLUMNS,
     version=lambda values: _micros(values[-1]),  # the later change of the registration and its event
     sql=f"""
         SELECT r.id, r.event_id, e.business_id, r.customer_id, r.status, e.status, {_utc("e.starts_at")},
                {_utc("e.ends_at")}, {_utc("r.registered_at")}, {_utc("r.checked_in_at")}, {_utc("r.cancelled_at")},
-               r.paid_amount, r.refunded_amount, {_utc("r.updated_at")},
+               r.paid_amount + r.kept_before, r.refunded_amount, {_utc("r.updated_at")},
                (extract(epoch FROM greatest(r.updated_at, e.updated_at)) * 1000000)::bigint
         FROM events_registration AS r
         JOIN events_event AS e ON e.id = r.event_id
@@ -240,7 +243,10 @@ REGISTRATIONS = Stream(
     ),
     scope_sql="AND e.business_id = %(business)s",
     scope_q=lambda business_id: Q(event__business_id=business_id),
-    annotations=(("changed_at", Greatest("updated_at", "event__updated_at")),),
+    annotations=(
+        ("changed_at", Greatest("updated_at", "event__updated_at")),
+        ("paid_in_all", F("paid_amount") + F("kept_before")),
+    ),
 )
 STREAMS = (PURCHASES, LEDGER, COUPONS, REGISTRATIONS)
 

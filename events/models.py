@@ -164,6 +164,9 @@ class Registration(models.Model):
     paid_amount = models.DecimalField(_("paid in bonuses"), default=ZERO, **MONEY)
     payment_key = models.CharField(max_length=120, blank=True, editable=False)
     refunded_amount = models.DecimalField(_("refunded in bonuses"), default=ZERO, **MONEY)
+    # What earlier seats on this row cost and kept (paid less refunded): a seat given up after
+    # the refund deadline keeps its price, and registering again pays anew on the same row.
+    kept_before = models.DecimalField(_("kept from earlier seats"), default=ZERO, editable=False, **MONEY)
     attempt = models.PositiveIntegerField(default=1, editable=False)  # registrations made on this row
     cancelled_at = models.DateTimeField(_("cancelled at"), null=True, blank=True)
     cancelled_by = models.CharField(_("cancelled by"), max_length=20, choices=CancelledBy.choices, blank=True)

@@ -371,24 +371,34 @@ def _enqueue_pending(entries: list) -> None:
 
 
 def decide_pending(pending_ids: list[int]) -> int:
-    """Decide the messages of these pending events (notify) and delete them, in one
-    transaction: each event is decided once, whether its task or the sweeper comes first
-    (the rows are locked, and one already taken is skipped). Returns how many log rows were
-    written."""
+    """Decide the messages of these pending events (notify), each event in one transaction
+    that writes its log rows and deletes it: an event is decided once, whether its
+    task or the sweeper comes first (its row is locked, and one already taken is skipped).
+    An event that fails stays, logged, for the next sweep, and holds up none of the others.
+    Returns how many log rows were written."""
     written = 0
+    for pending_id in sorted(pending_ids):
+        try:
+            written += _decide(pending_id)
+        except Exception:
+            logger.exception("Could not decide pending event %s: it stays for the next sweep", pending_id)
+    return written
+
+
+def _decide(pending_id: int) -> int:
     with transaction.atomic():
-        events = (
+        event = (
             PendingEvent.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(pk__in=pending_ids)
             .select_related("user")
-            .order_by("pk")
+            .filter(pk=pending_id)
+            .first()
         )
-        taken = []
-        for event in events:
-            taken.append(event.pk)
-            for kind, context in event.messages:
-                written += len(notify(event.user, kind, context, event_key=event.event_key))
-        PendingEvent.objects.filter(pk__in=taken).delete()
+        if event is None:  # decided already, or being decided right now
+            return 0
+        written = sum(
+            len(notify(event.user, kind, context, event_key=event.event_key)) for kind, context in event.messages
+        )
+        event.delete()
     return written
 
 
@@ -404,13 +414,9 @@ def stale_pending(at: datetime | None = None) -> list[int]:
     )
 
 
-def _kinds(messages: list) -> list[str]:
-    return [kind for kind, _context in messages]
-
-
 # One immediate reconnect (a pooled connection the broker dropped), not Celery's default of
-# three more tries over ~0.8 s: a message that cannot be enqueued stays in the log for the
-# sweeper, so waiting for the broker buys nothing but a slower purchase.
+# three more tries over ~0.8 s: a task that cannot be enqueued leaves its event or message in
+# the database for the sweeper, so waiting for the broker buys nothing but a slower purchase.
 PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
 
 

@@ -10,8 +10,8 @@ from notifications import services
 @shared_task(name="notifications.tasks.notify_pending")
 def notify_pending(user_id: str, pending_ids: list) -> int:
     """Decide the messages of one customer's pending events, written by the writes that
-    caused them (services.notify_after_commit); one already decided is skipped. Returns how
-    many were queued or recorded."""
+    caused them (services.notify_after_commit); one already decided is skipped. `user_id`
+    only names whose they are in the worker's logs. Returns how many were queued or recorded."""
     return services.decide_pending(pending_ids)
 
 

@@ -95,6 +95,8 @@ def register_for_event(user: User, event: Event) -> Registration:
             registration.waitlisted_at = now
             registration.save()
         else:
+            # What the last seat kept (given up too late to be refunded) stays counted.
+            registration.kept_before += registration.paid_amount - registration.refunded_amount
             registration.attempt += 1
             registration.registered_at = now
             registration.cancelled_at = None

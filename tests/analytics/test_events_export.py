@@ -405,3 +405,35 @@ def test_the_demo_exports_its_events_and_the_block_shows_them(settings, tiers):
         assert data.current.event_ticket_bonuses == (kept["kept"] or D("0.00"))
         shown += data.current.events_held
     assert shown >= 2  # the finished tasting and the master class going on now
+
+
+def test_a_seat_given_up_too_late_and_taken_again_counts_both_prices(cafe, warehouse):
+    """Anna gives up her paid seat after the refund deadline (the 100 stay spent), then
+    registers again on the same row and pays 100 anew: the café got 200 for tickets."""
+    cafe, _salon = cafe
+    tasting = make_event(cafe, "Tasting", at(3, 18), made_at=at(15, 9), price="100", capacity=4)
+    register(tasting, at(14, 10), "anna")
+    assert cancel(tasting, at(3, 12), "anna").refunded == D(0)
+    register(tasting, at(3, 13), "anna")
+    check_in(tasting, at(3, 18, 5), "anna")
+
+    export.aggregate_transactions_to_clickhouse()
+
+    registration = Registration.objects.get(event=tasting, customer=person("anna"))
+    assert (registration.attempt, registration.paid_amount, registration.kept_before) == (2, D(100), D(100))
+    assert registration_rows(warehouse, cafe)["anna"][3:5] == (D(200), D(0))
+    figures = generate_business_dashboard(cafe.pk, "week", as_of=AS_OF).current
+    assert figures.event_ticket_bonuses == D("200.00")
+
+
+def test_a_seat_given_up_in_time_and_taken_again_counts_one_price(cafe, warehouse):
+    cafe, _salon = cafe
+    tasting = make_event(cafe, "Tasting", at(3, 18), made_at=at(15, 9), price="100", capacity=4)
+    register(tasting, at(14, 10), "anna")
+    assert cancel(tasting, at(10, 12), "anna").refunded == D(100)
+    register(tasting, at(9, 13), "anna")
+
+    export.aggregate_transactions_to_clickhouse()
+
+    assert registration_rows(warehouse, cafe)["anna"][3:5] == (D(100), D(0))
+    assert generate_business_dashboard(cafe.pk, "week", as_of=AS_OF).current.event_ticket_bonuses == D("100.00")

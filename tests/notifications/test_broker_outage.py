@@ -222,3 +222,15 @@ def test_staff_see_the_events_waiting_for_the_sweeper_and_cannot_change_them(
     assert shown.status_code == 200
     assert deleted.status_code == 403
     assert PendingEvent.objects.filter(pk=pending.pk).exists()
+
+
+def test_an_event_that_cannot_be_decided_stays_and_holds_up_none_of_the_others(customer, broker, sms, caplog):
+    broken = PendingEvent.objects.create(user=customer, messages=[["no_such_kind", {}]], event_key="bad")
+    fine = PendingEvent.objects.create(user=customer, messages=[["bonus_expiring", EXPIRING]], event_key="good")
+
+    assert sweep(minutes_later=2) == 1
+
+    assert list(PendingEvent.objects.values_list("pk", flat=True)) == [broken.pk]
+    assert NotificationLog.objects.get().idempotency_key.startswith("good:")
+    assert f"Could not decide pending event {broken.pk}" in caplog.text
+    assert not PendingEvent.objects.filter(pk=fine.pk).exists()

@@ -124,6 +124,8 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["status", "starts_at"], name="event_status_start"),
             models.Index(fields=["business", "starts_at"], name="event_business_start"),
+            # The warehouse export reads what changed since its watermark.
+            models.Index(fields=["updated_at"], name="event_changed"),
         ]
 
     def __str__(self):
@@ -200,6 +202,7 @@ class Registration(models.Model):
         indexes = [
             models.Index(fields=["event", "status", "waitlisted_at"], name="registration_queue"),
             models.Index(fields=["customer", "status"], name="registration_customer"),
+            models.Index(fields=["updated_at"], name="registration_changed"),  # the warehouse export
         ]
 
     def __str__(self):

@@ -178,9 +178,9 @@ COUPONS = Stream(
 # A registration with its event's host and terms, so that the dashboard reads one partner's
 # range of one table. Its time is the later change of the two rows: a registration checked in
 # or cancelled, or its event moved, finished or cancelled, goes again with a higher version.
-# No index serves the later of two tables' times, so on PostgreSQL the candidates are found
-# first by each table's own `updated_at` (indexed): a row whose later change is in the window
-# changed in it on one side or the other.
+# No index serves the later of two tables' times, so on PostgreSQL the rows are found by each
+# table's own `updated_at` (indexed): a row whose later change is in the window changed in it
+# on one side or the other.
 # (A new registration changes its event's seat count, so the event's other registrations go
 # again too: at most an event's seats a run, each replacing itself.)
 REGISTRATION_COLUMNS = (
@@ -209,6 +209,17 @@ REGISTRATION_PATHS = {
     "event_ends_at": "event__ends_at",
     "paid_amount": "paid_in_all",
 }
+_REGISTRATION_ROWS = f"""
+    SELECT r.id, r.event_id, e.business_id, r.customer_id, r.status, e.status, {_utc("e.starts_at")},
+           {_utc("e.ends_at")}, {_utc("r.registered_at")}, {_utc("r.checked_in_at")}, {_utc("r.cancelled_at")},
+           r.paid_amount + r.kept_before, r.refunded_amount, {_utc("r.updated_at")},
+           (extract(epoch FROM greatest(r.updated_at, e.updated_at)) * 1000000)::bigint
+    FROM events_registration AS r
+    JOIN events_event AS e ON e.id = r.event_id
+"""  # noqa: S608 (a constant: no input is formatted into it)
+_REGISTRATION_WINDOW = (
+    "greatest(r.updated_at, e.updated_at) < %(until)s AND greatest(r.updated_at, e.updated_at) >= %(start)s"
+)
 REGISTRATIONS = Stream(
     name="event_registrations",
     model=Registration,
@@ -216,23 +227,15 @@ REGISTRATIONS = Stream(
     paths=(*(REGISTRATION_PATHS.get(column, column) for column in REGISTRATION_COLUMNS), "changed_at"),
     columns=REGISTRATION_COLUMNS,
     version=lambda values: _micros(values[-1]),  # the later change of the registration and its event
+    # Two halves, each served by an index: the rows whose registration changed in the window,
+    # and those whose event did (and their registration not). Ordered by version, then id.
     sql=f"""
-        SELECT r.id, r.event_id, e.business_id, r.customer_id, r.status, e.status, {_utc("e.starts_at")},
-               {_utc("e.ends_at")}, {_utc("r.registered_at")}, {_utc("r.checked_in_at")}, {_utc("r.cancelled_at")},
-               r.paid_amount + r.kept_before, r.refunded_amount, {_utc("r.updated_at")},
-               (extract(epoch FROM greatest(r.updated_at, e.updated_at)) * 1000000)::bigint
-        FROM (
-            SELECT id FROM events_registration WHERE updated_at >= %(start)s
-            UNION
-            SELECT r.id FROM events_registration AS r JOIN events_event AS e ON e.id = r.event_id
-            WHERE e.updated_at >= %(start)s
-        ) AS changed
-        JOIN events_registration AS r ON r.id = changed.id
-        JOIN events_event AS e ON e.id = r.event_id
-        WHERE greatest(r.updated_at, e.updated_at) < %(until)s AND greatest(r.updated_at, e.updated_at) >= %(start)s
-              {{scope}}
-        ORDER BY greatest(r.updated_at, e.updated_at), r.id
-    """,  # noqa: S608 (a constant: no input is formatted into it)
+        {_REGISTRATION_ROWS} WHERE r.updated_at >= %(start)s AND {_REGISTRATION_WINDOW} {{scope}}
+        UNION ALL
+        {_REGISTRATION_ROWS}
+        WHERE e.updated_at >= %(start)s AND r.updated_at < %(start)s AND {_REGISTRATION_WINDOW} {{scope}}
+        ORDER BY 15, 1
+    """,
     types=(
         "int",
         "int",

@@ -350,6 +350,7 @@ def test_a_coupon_being_redeemed_does_not_hold_up_other_purchases_at_the_partner
     from django.db import connection
 
     from loyalty.services import purchases
+    from tests.parallel import wait_for_a_lock_or
 
     chain(cafe, salon)
     coupon = buy(cafe, "c-1", "800").coupons_issued.get()
@@ -361,16 +362,8 @@ def test_a_coupon_being_redeemed_does_not_hold_up_other_purchases_at_the_partner
         result = claim(*args, **kwargs)
         claimed.set()
         # Hold the redemption's locks until the other purchase is done or waits for one of them.
-        with connection.cursor() as cursor:
-            while not other_done.wait(timeout=0.01):
-                cursor.execute("SELECT pg_stat_clear_snapshot()")
-                cursor.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-                )
-                if cursor.fetchone()[0]:
-                    outcome["other purchase"] = "waited for the redemption"
-                    break
+        if wait_for_a_lock_or(other_done):
+            outcome["other purchase"] = "waited for the redemption"
         return result
 
     monkeypatch.setattr(purchases, "_claim_coupon", claim_and_hold)

@@ -5,7 +5,6 @@ Each test says which lock it proves and how it would fail without it. Outcomes a
 never timed: the threads are released together by a barrier and the lock decides the order."""
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
@@ -22,7 +21,7 @@ from loyalty import services as loyalty
 from loyalty.models import BonusAccount, LedgerEntry
 from loyalty.selectors import ledger_mismatches
 from tests.factories import UserFactory
-from tests.parallel import run_parallel
+from tests.parallel import run_parallel, wait_for_a_lock_or
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -40,20 +39,9 @@ def unexpected(outcomes, *expected_errors):
 
 
 def wait_until_another_session_waits_for_a_lock(timeout=30):
-    """Poll PostgreSQL until another session of this database is blocked on a lock: the other
-    path has reached the row this one holds. The timeout is only a safety net."""
-    deadline = time.monotonic() + timeout
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute("SELECT pg_stat_clear_snapshot()")  # else a transaction sees one frozen snapshot
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0]:
-                return
-            time.sleep(0.01)
-    raise AssertionError("the other path never waited for a lock")
+    """Hold on until another session of this database is blocked on a lock: the other path
+    has reached the row this one holds."""
+    wait_for_a_lock_or(timeout=timeout)
 
 
 def hold_then_race(holder, challenger):
@@ -331,17 +319,7 @@ def test_an_emptied_cache_during_a_vote_does_not_leave_the_counters_short(make_e
         counts = original(event_id, deltas)
         thread.start()
         # Go on (and commit) once the reader has finished, or is waiting for this vote's lock.
-        deadline = time.monotonic() + 30
-        with connection.cursor() as cursor:
-            while not done.is_set() and time.monotonic() < deadline:
-                cursor.execute("SELECT pg_stat_clear_snapshot()")
-                cursor.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-                )
-                if cursor.fetchone()[0]:
-                    break
-                time.sleep(0.01)
+        wait_for_a_lock_or(done)
         return counts
 
     monkeypatch.setattr(votes, "_move_counters", in_flight)
@@ -658,17 +636,7 @@ def test_a_purchase_and_a_registration_of_the_same_customer_at_once_both_go_thro
         def held_open(*args, **kwargs):
             holding.set()
             # The purchase either finishes or waits for this transaction's lock on the customer.
-            deadline = time.monotonic() + 30
-            with connection.cursor() as cursor:
-                while not purchase_done.is_set() and time.monotonic() < deadline:
-                    cursor.execute("SELECT pg_stat_clear_snapshot()")
-                    cursor.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-                    )
-                    if cursor.fetchone()[0]:
-                        break
-                    time.sleep(0.01)
+            wait_for_a_lock_or(purchase_done)
             return check_open(*args, **kwargs)
 
         monkeypatch.setattr(registrations, "_open_for_registration", held_open)

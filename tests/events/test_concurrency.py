@@ -559,27 +559,35 @@ def test_closing_an_account_waits_for_a_cancellation_that_seats_the_customer_els
     assert ledger_mismatches() == []
 
 
+def race_the_closure(monkeypatch, leaving, challenger):
+    """Close `leaving`'s account, holding the customer's row (before the events are left)
+    until `challenger`, run in a second thread, waits for a lock; returns (the closure's
+    outcome, the challenger's)."""
+    import events.services as events_services
+    from accounts.services import close_account
+
+    leave = events_services.leave_events
+
+    def close(holding):
+        def slow_leave(**kwargs):
+            holding.set()
+            wait_until_another_session_waits_for_a_lock()
+            return leave(**kwargs)
+
+        monkeypatch.setattr(events_services, "leave_events", slow_leave)
+        return close_account(user=leaving)
+
+    return hold_then_race(close, challenger)
+
+
 def test_a_registration_racing_the_closure_of_the_account_waits_for_it_and_is_refused(make_event, monkeypatch):
     """The closure holds the customer's row while it gives up their seats; a registration the
     app sent at the same moment takes that row first, so it waits, then finds the account
     closed. Without that lock it would seat a closed account after the closure had looked."""
-    import events.services as events_services
-    from accounts.services import close_account
-
     event = make_event(capacity=5, price=D(30))
     [leaving] = people(1, balance=100)
-    give_up = events_services.leave_events
 
-    def close(holding):
-        def slow_give_up(**kwargs):
-            holding.set()
-            wait_until_another_session_waits_for_a_lock()
-            return give_up(**kwargs)
-
-        monkeypatch.setattr(events_services, "leave_events", slow_give_up)
-        return close_account(user=leaving)
-
-    closed, registered = hold_then_race(close, lambda: services.register_for_event(leaving, event))
+    closed, registered = race_the_closure(monkeypatch, leaving, lambda: services.register_for_event(leaving, event))
 
     assert isinstance(closed, type(leaving)) and closed.is_active is False, closed
     assert isinstance(registered, services.RegistrationClosed), registered
@@ -593,23 +601,10 @@ def test_a_vote_racing_the_closure_of_the_account_waits_for_it_and_is_refused(ma
     """As for a registration: the vote takes the customer's row first, so one sent while the
     account closes waits for the closure and is refused, instead of counting a closed account's
     vote after the closure withdrew the others."""
-    import events.services as events_services
-    from accounts.services import close_account
-
     proposal = make_event(propose=True, vote_threshold=3, voting_deadline=timezone.now() + timedelta(days=1))
     [leaving] = people(1)
-    leave = events_services.leave_events
 
-    def close(holding):
-        def slow_leave(**kwargs):
-            holding.set()
-            wait_until_another_session_waits_for_a_lock()
-            return leave(**kwargs)
-
-        monkeypatch.setattr(events_services, "leave_events", slow_leave)
-        return close_account(user=leaving)
-
-    closed, voted = hold_then_race(close, lambda: services.process_vote(leaving, proposal, "up"))
+    closed, voted = race_the_closure(monkeypatch, leaving, lambda: services.process_vote(leaving, proposal, "up"))
 
     assert isinstance(closed, type(leaving)) and closed.is_active is False, closed
     assert isinstance(voted, services.VotingClosed), voted

@@ -20,6 +20,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
+from time import monotonic
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -332,9 +333,10 @@ def batched():
 
 
 def notify_after_commit(*, user_id, messages: list[tuple[str, dict]], event_key: str) -> None:
-    """Notify about one event once the current transaction commits: a notification never
-    slows, blocks or fails the write that caused it. `messages` are (kind, context) pairs;
-    contexts must be JSON (amounts as strings).
+    """Notify about one event once the current transaction commits. The write that caused
+    it pays one INSERT; deciding and sending happen after commit in a task, so neither the
+    broker nor a provider ever slows, blocks or fails it. `messages` are (kind, context)
+    pairs; contexts must be JSON (amounts as strings).
 
     The event is written now, in the caller's transaction (a PendingEvent: it commits or
     rolls back with the write), and a task decides it after commit. If the broker is down or
@@ -402,16 +404,31 @@ def _decide(pending_id: int) -> int:
     return written
 
 
-def stale_pending(at: datetime | None = None) -> list[int]:
+def stale_pending(at: datetime | None = None, *, after: int = 0) -> list[int]:
     """Pending events left undecided past NOTIFY_PENDING_GRACE_SECONDS (their task never
-    came: the broker was down or lost it), oldest first, at most NOTIFY_PENDING_BATCH."""
+    came: the broker was down or lost it), by id from `after` on, at most NOTIFY_PENDING_BATCH."""
     at = at or timezone.now()
     cutoff = at - timedelta(seconds=settings.NOTIFY_PENDING_GRACE_SECONDS)
     return list(
-        PendingEvent.objects.filter(created_at__lte=cutoff)
-        .order_by("created_at", "id")
-        .values_list("id", flat=True)[: settings.NOTIFY_PENDING_BATCH]
+        PendingEvent.objects.filter(created_at__lte=cutoff, pk__gt=after)
+        .order_by("pk")
+        .values_list("pk", flat=True)[: settings.NOTIFY_PENDING_BATCH]
     )
+
+
+def decide_stale_pending(at: datetime | None = None) -> int:
+    """The sweeper's part for the outbox: decide the stale pending events batch after batch
+    (NOTIFY_PENDING_BATCH each) for up to NOTIFY_PENDING_SWEEP_SECONDS, so that the backlog of
+    a long broker outage drains in a few runs, not a batch a minute. One that fails is passed
+    over (it stays for the next run). Returns how many log rows were written."""
+    deadline = monotonic() + settings.NOTIFY_PENDING_SWEEP_SECONDS
+    written, after = 0, 0
+    while ids := stale_pending(at, after=after):
+        written += decide_pending(ids)
+        after = ids[-1]
+        if monotonic() >= deadline:
+            break
+    return written
 
 
 # One immediate reconnect (a pooled connection the broker dropped), not Celery's default of

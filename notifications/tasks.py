@@ -36,7 +36,7 @@ def deliver_notification(self, log_id: int) -> str:
 def send_due_notifications() -> int:
     """Every minute: events whose task never came, then messages past their quiet hours or
     stranded by a broker outage. Returns how many messages it decided or offered."""
-    decided = services.decide_pending(services.stale_pending())
+    decided = services.decide_stale_pending()
     due = services.due_notifications()
     for log_id in due:
         deliver_notification.delay(log_id)

@@ -465,8 +465,10 @@ NOTIFY_STALE_SENDING_MINUTES = env_positive_int("NOTIFY_STALE_SENDING_MINUTES", 
 # An event's messages still undecided this long after their write committed (the broker was
 # down, or lost the task) are decided by send_due_notifications instead.
 NOTIFY_PENDING_GRACE_SECONDS = env_positive_int("NOTIFY_PENDING_GRACE_SECONDS", 60)
-# How many pending events one sweep decides.
+# The sweeper decides them this many at a time, batch after batch for up to this many seconds a
+# run (it runs every minute): the backlog of an hour's outage drains in a few runs.
 NOTIFY_PENDING_BATCH = env_positive_int("NOTIFY_PENDING_BATCH", 500)
+NOTIFY_PENDING_SWEEP_SECONDS = env_positive_int("NOTIFY_PENDING_SWEEP_SECONDS", 45)
 
 # --- API ------------------------------------------------------------------------------
 

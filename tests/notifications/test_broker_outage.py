@@ -234,3 +234,22 @@ def test_an_event_that_cannot_be_decided_stays_and_holds_up_none_of_the_others(c
     assert NotificationLog.objects.get().idempotency_key.startswith("good:")
     assert f"Could not decide pending event {broken.pk}" in caplog.text
     assert not PendingEvent.objects.filter(pk=fine.pk).exists()
+
+
+def test_one_sweep_drains_a_backlog_batch_after_batch_and_passes_over_what_fails(
+    customer, broker, sms, settings, caplog
+):
+    settings.NOTIFY_PENDING_BATCH = 2
+    events = [
+        PendingEvent.objects.create(user=customer, messages=[["bonus_expiring", EXPIRING]], event_key=f"e{n}")
+        for n in range(5)
+    ]
+    broken = PendingEvent.objects.create(user=customer, messages=[["no_such_kind", {}]], event_key="bad")
+    events.append(PendingEvent.objects.create(user=customer, messages=[["bonus_expiring", EXPIRING]], event_key="e5"))
+
+    assert sweep(minutes_later=2) == 6  # four batches of two, the broken one among them
+
+    assert list(PendingEvent.objects.values_list("pk", flat=True)) == [broken.pk]
+    assert NotificationLog.objects.filter(status="sent").count() == 6
+    assert len(sms.sent) == 6
+    assert caplog.text.count(f"Could not decide pending event {broken.pk}") == 1  # tried once a run
